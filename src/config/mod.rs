@@ -1,0 +1,452 @@
+//! Settings: `leadgate.toml` plus `LEADGATE_...` environment overrides, parsed once at start into
+//! typed values. Every error names the file (or variable), the key and the reason.
+//!
+//! Secrets are never in the file: a source names the environment variable(s) holding its secret
+//! (`secret_env`), the admin API its token variable (`token_env`).
+
+mod env;
+mod source;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use self::source::{RateLimit, SourceConfig, SourceName};
+use crate::ingest::verify::Secret;
+
+/// The shipped `leadgate.toml`, used when no file is given and none exists in the working directory.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../../leadgate.toml");
+
+/// The file name looked up in the working directory when `--config` is not given.
+pub const DEFAULT_FILE: &str = "leadgate.toml";
+
+/// Environment variables as seen at start (tests pass their own).
+pub type EnvVars = BTreeMap<String, String>;
+
+/// The process environment (variables that are not valid Unicode are skipped).
+pub fn process_env() -> EnvVars {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// A configuration error: where (file or variable), which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+impl ConfigError {
+    pub fn new(file: impl Into<String>, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The public base URL providers call; URL-signing schemes sign `<public_url>/webhooks/<name>`.
+    pub public_url: String,
+    /// HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_timeout: Duration,
+    /// How long to keep serving, unready, after SIGTERM so load balancers stop routing first.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub token_env: String,
+    /// None: the admin API is off.
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Everything leadgate needs, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the settings came from (a path, or `<embedded defaults>`).
+    pub origin: String,
+    /// Directory relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub sources: Vec<SourceConfig>,
+    /// Legal but noteworthy things found while loading (an optional source skipped, ...).
+    pub warnings: Vec<String>,
+}
+
+// ---- the file's shape ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    sources: Vec<source::RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    public_url: String,
+    workers: Option<usize>,
+    shutdown_timeout_secs: u64,
+    drain_secs: u64,
+    body_limit_bytes: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            public_url: "http://localhost:8080".into(),
+            workers: None,
+            shutdown_timeout_secs: 30,
+            drain_secs: 0,
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    url: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/leadgate.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    token_env: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            token_env: "LEADGATE_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+/// Positive integers from the file (quotas, sizes).
+pub(crate) fn non_zero(v: u32) -> Option<NonZeroU32> {
+    NonZeroU32::new(v)
+}
+
+impl Config {
+    /// Loads settings from `path`, or from `./leadgate.toml`, or from the embedded defaults.
+    pub fn load(path: Option<&Path>, env: &EnvVars) -> Result<Config, ConfigError> {
+        let (origin, base_dir, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::new(p.display().to_string(), "", format!("cannot read: {e}")))?;
+                (p.display().to_string(), parent_dir(p), text)
+            }
+            None if Path::new(DEFAULT_FILE).exists() => {
+                let p = Path::new(DEFAULT_FILE);
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::new(DEFAULT_FILE, "", format!("cannot read: {e}")))?;
+                (DEFAULT_FILE.to_string(), PathBuf::from("."), text)
+            }
+            None => (
+                "<embedded defaults>".to_string(),
+                PathBuf::from("."),
+                EMBEDDED_DEFAULTS.to_string(),
+            ),
+        };
+        Self::from_toml(&text, &origin, &base_dir, env)
+    }
+
+    /// Parses settings from TOML text; `origin` names it in errors, `base_dir` anchors relative paths.
+    pub fn from_toml(text: &str, origin: &str, base_dir: &Path, env: &EnvVars) -> Result<Config, ConfigError> {
+        let mut tree: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::new(origin, toml_error_key(text, &e), e.message().to_string())
+        })?;
+        let from_env = env::apply(&mut tree, env).map_err(|e| ConfigError::new(e.var, "", e.reason))?;
+        let where_ = |key: &str| -> String {
+            from_env
+                .iter()
+                .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+                .map(|(_, var)| format!("environment variable {var}"))
+                .unwrap_or_else(|| origin.to_string())
+        };
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+            let key = e.path().to_string();
+            let reason = e.inner().message().to_string();
+            ConfigError::new(where_(&key), if key == "." { String::new() } else { key }, reason)
+        })?;
+        let err = |key: &str, reason: String| ConfigError::new(where_(key), key, reason);
+
+        let s = raw.server;
+        let listen: SocketAddr = s
+            .listen
+            .parse()
+            .map_err(|_| err("server.listen", format!("{:?} is not an address like 0.0.0.0:8080", s.listen)))?;
+        let public_url = parse_base_url(&s.public_url).map_err(|r| err("server.public_url", r))?;
+        if s.workers == Some(0) {
+            return Err(err("server.workers", "must be at least 1".into()));
+        }
+        if s.body_limit_bytes == 0 {
+            return Err(err("server.body_limit_bytes", "must be at least 1".into()));
+        }
+        let server = ServerConfig {
+            listen,
+            public_url,
+            workers: s.workers,
+            shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+            drain: Duration::from_secs(s.drain_secs),
+        };
+
+        let store = match raw.store.url.split_once("://") {
+            Some(("sqlite", rest)) if !rest.is_empty() => StoreConfig::Sqlite {
+                path: resolve(base_dir, Path::new(rest)),
+            },
+            _ => {
+                return Err(err(
+                    "store.url",
+                    format!("{:?} is not a store URL; expected sqlite://<path>", raw.store.url),
+                ))
+            }
+        };
+
+        let admin_token = env
+            .get(&raw.admin.token_env)
+            .filter(|v| !v.is_empty())
+            .map(|v| Secret::new(v.clone()));
+        let admin = AdminConfig {
+            token_env: raw.admin.token_env,
+            token: admin_token,
+        };
+
+        let log = LogConfig {
+            level: raw.log.level,
+            format: raw.log.format,
+        };
+
+        let mut warnings = Vec::new();
+        let mut sources: Vec<SourceConfig> = Vec::with_capacity(raw.sources.len());
+        for (i, rs) in raw.sources.into_iter().enumerate() {
+            let ctx = source::Context {
+                index: i,
+                base_dir,
+                public_url: &server.public_url,
+                default_body_limit: s.body_limit_bytes,
+                env,
+            };
+            match rs.build(&ctx).map_err(|(key, reason)| err(&key, reason))? {
+                source::Built::Ready(sc) => {
+                    if sources.iter().any(|o| o.name == sc.name) {
+                        return Err(err(&format!("sources[{i}].name"), format!("{:?} is used by two sources", sc.name.as_str())));
+                    }
+                    sources.push(sc)
+                }
+                source::Built::Skipped(why) => warnings.push(why),
+            }
+        }
+
+        Ok(Config {
+            origin: origin.to_string(),
+            base_dir: base_dir.to_path_buf(),
+            server,
+            store,
+            admin,
+            log,
+            sources,
+            warnings,
+        })
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name.as_str() == name)
+    }
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Resolves `p` against `base` unless it is absolute.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let u = reqwest::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{s:?} must be an http or https URL"));
+    }
+    if u.query().is_some() {
+        return Err(format!("{s:?} must not have a query string"));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// Best-effort dotted key for a TOML syntax error: the table header above the error line.
+fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return String::new();
+    };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    format!("line {line_no}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvVars {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load(text: &str, e: &EnvVars) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml", Path::new("/etc/lg"), e)
+    }
+
+    #[test]
+    fn an_empty_file_gives_working_defaults() {
+        let c = load("", &env(&[])).unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+        match c.store {
+            StoreConfig::Sqlite { path } => assert_eq!(path, Path::new("/etc/lg/data/leadgate.db")),
+        }
+        assert!(c.admin.token.is_none());
+    }
+
+    #[test]
+    fn the_shipped_file_loads_with_its_secrets_set_and_skips_optional_sources_without() {
+        let all = env(&[
+            ("TYPEFORM_SECRET", "a"),
+            ("TALLY_SECRET", "b"),
+            ("CALENDLY_SIGNING_KEY", "c"),
+            ("MAILCHIMP_WEBHOOK_TOKEN", "d"),
+            ("LEADGATE_ADMIN_TOKEN", "t"),
+        ]);
+        let c = load(EMBEDDED_DEFAULTS, &all).unwrap();
+        assert!(c.sources.len() >= 3, "{:?}", c.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>());
+        assert!(c.admin.token.is_some());
+        let none = load(EMBEDDED_DEFAULTS, &env(&[])).unwrap();
+        assert!(none.sources.is_empty());
+        assert!(!none.warnings.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let e = load("[server]\nlisten = \"0.0.0.0:1\"\nlistn = 2\n", &env(&[])).unwrap_err();
+        assert_eq!(e.file, "test.toml");
+        assert_eq!(e.key, "server.listn");
+        assert!(e.reason.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_secret_stops_start_up_naming_the_key_and_variable() {
+        let text = "[[sources]]\nname = \"tf\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\n";
+        let e = load(text, &env(&[])).unwrap_err();
+        assert_eq!(e.key, "sources[0].secret_env");
+        assert!(e.reason.contains("TF_SECRET"), "{e}");
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn environment_overrides_win_and_errors_name_the_variable() {
+        let c = load("", &env(&[("LEADGATE_SERVER__LISTEN", "127.0.0.1:9999")])).unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        let e = load("", &env(&[("LEADGATE_SERVER__LISTEN", "nowhere")])).unwrap_err();
+        assert_eq!(e.file, "environment variable LEADGATE_SERVER__LISTEN");
+        assert_eq!(e.key, "server.listen");
+    }
+
+    #[test]
+    fn bad_scheme_names_list_the_known_ones() {
+        let text = "[[sources]]\nname = \"x\"\nscheme = \"typefrom\"\nsecret_env = \"S\"\n";
+        let e = load(text, &env(&[("S", "v")])).unwrap_err();
+        assert_eq!(e.key, "sources[0].scheme");
+        assert!(e.reason.contains("typeform"), "{e}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_give_a_line() {
+        let e = load("[server\nlisten = 1", &env(&[])).unwrap_err();
+        assert!(e.key.starts_with("line "), "{e}");
+    }
+}

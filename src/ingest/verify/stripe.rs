@@ -1,0 +1,26 @@
+//! STUB: to be written.
+
+use super::{Inbound, OptionError, Outbound, SchemeOptions, Secret, SignError, Verified, Verifier, VerifyError};
+
+#[derive(Debug)]
+pub struct StripeScheme {
+    _secrets: Vec<Secret>,
+}
+
+impl StripeScheme {
+    pub fn from_options(_scheme: &str, _o: &SchemeOptions, secrets: Vec<Secret>) -> Result<Self, OptionError> {
+        Ok(Self { _secrets: secrets })
+    }
+}
+
+impl Verifier for StripeScheme {
+    fn scheme(&self) -> &str {
+        "stripe"
+    }
+    fn verify(&self, _req: &Inbound<'_>) -> Result<Verified, VerifyError> {
+        Err(VerifyError::Mismatch)
+    }
+    fn sign(&self, _req: &mut Outbound) -> Result<(), SignError> {
+        Err(SignError::Unsupported("stub"))
+    }
+}
