@@ -1,1 +1,50 @@
-fn main(){}
+//! The `leadgate` command: `serve`, `check`, `send` (and later `map`, `replay`).
+//! The command implementations live in `src/cli/` (part of this binary, not of the library).
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "leadgate",
+    version,
+    about = "Signed webhooks in, qualified leads out."
+)]
+struct Cli {
+    /// Settings file; default ./leadgate.toml, else the embedded defaults.
+    #[arg(long, global = true, env = "LEADGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve,
+    /// Validate the settings; errors name the file, key and reason. Exit 1 on any error.
+    Check,
+    /// Sign a payload the way the source's provider does and POST it.
+    Send(cli::send::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = cli.config.as_deref();
+    let result = match cli.command {
+        Command::Serve => cli::serve::run(config),
+        Command::Check => cli::check::run(config),
+        Command::Send(args) => cli::send::run(config, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

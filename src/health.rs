@@ -1,0 +1,42 @@
+//! Probes: `GET /healthz` (the process answers) and `GET /readyz` (config loaded, store writable,
+//! not draining). Readiness turns false as soon as shutdown starts, so load balancers stop
+//! routing before the listener closes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+
+use crate::store::Store;
+
+pub struct Health {
+    pub store: Arc<dyn Store>,
+    pub draining: Arc<AtomicBool>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(crate::telemetry::render_metrics));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(health: web::Data<Health>) -> HttpResponse {
+    if health.draining.load(Ordering::Acquire) {
+        return HttpResponse::ServiceUnavailable()
+            .json(crate::ingest::error_body("draining", "shutting down"));
+    }
+    match health.store.check_writable().await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check: store not writable");
+            HttpResponse::ServiceUnavailable().json(crate::ingest::error_body(
+                "store_unavailable",
+                "the store is not writable",
+            ))
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Durable state behind one trait: the raw inbox (events) now; lead state, the outbox and dead
+//! letters as the pipeline grows. SQLite is the embedded default ([`sqlite::SqliteStore`]).
+
+pub mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// An inbox row's id, shown to providers and admins as `evt_<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub i64);
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "evt_{}", self.0)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix("evt_")
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+            .map(EventId)
+            .ok_or_else(|| format!("{s:?} is not an event id like evt_42"))
+    }
+}
+
+/// A verified, decoded delivery about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub source: String,
+    /// The provider's event id, or a hash of the body when the provider sends none.
+    pub dedupe_key: String,
+    pub received_at_ms: i64,
+    pub content_type: String,
+    pub body: Bytes,
+    /// The decoded JSON text when the body itself is not JSON (forms, multipart).
+    pub payload: Option<String>,
+}
+
+/// Whether the delivery was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New(EventId),
+    /// Seen before under the same dedupe key: nothing new was stored.
+    Duplicate(EventId),
+}
+
+impl Inserted {
+    pub fn id(&self) -> EventId {
+        match self {
+            Inserted::New(id) | Inserted::Duplicate(id) => *id,
+        }
+    }
+}
+
+/// Processing state of an inbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Stored, not yet mapped.
+    Received,
+    /// Mapped and qualified.
+    Processed,
+    /// Kept with the reason it could not be mapped; `replay` retries it.
+    Unmappable,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Received => "received",
+            EventStatus::Processed => "processed",
+            EventStatus::Unmappable => "unmappable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "received" => Some(EventStatus::Received),
+            "processed" => Some(EventStatus::Processed),
+            "unmappable" => Some(EventStatus::Unmappable),
+            _ => None,
+        }
+    }
+}
+
+/// An inbox row as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub source: String,
+    pub dedupe_key: String,
+    pub received_at_ms: i64,
+    pub content_type: String,
+    pub body: Bytes,
+    pub payload: Option<String>,
+    pub status: EventStatus,
+    pub status_reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the store is closed")]
+    Closed,
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// Durable storage. Writes are acknowledged only once committed and synced to disk.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a delivery unless its dedupe key was seen for that source.
+    async fn insert_event(&self, event: NewEvent) -> Result<Inserted, StoreError>;
+    /// One inbox row.
+    async fn event(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError>;
+    /// Number of inbox rows per status.
+    async fn count_events(&self, status: EventStatus) -> Result<u64, StoreError>;
+    /// Proves a write reaches the disk (readiness).
+    async fn check_writable(&self) -> Result<(), StoreError>;
+    /// Finishes pending writes and closes; later calls fail with [`StoreError::Closed`].
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip_through_their_display_form() {
+        assert_eq!(EventId(42).to_string(), "evt_42");
+        assert_eq!("evt_42".parse::<EventId>(), Ok(EventId(42)));
+        assert!("42".parse::<EventId>().is_err());
+        assert!("evt_0".parse::<EventId>().is_err());
+        assert!("evt_x".parse::<EventId>().is_err());
+    }
+}

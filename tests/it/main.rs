@@ -1,0 +1,6 @@
+//! Black-box tests: the real app on a free port with a temporary store.
+
+mod support;
+
+mod ingest;
+mod process;
