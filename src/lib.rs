@@ -8,6 +8,8 @@
 pub mod config;
 pub mod health;
 pub mod ingest;
+pub mod lead;
+pub mod outbox;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 //! Secrets are never in the file: a source names the environment variable(s) holding its secret
 //! (`secret_env`), the admin API its token variable (`token_env`).
 
+mod crm;
 mod env;
 mod source;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use self::crm::{CrmConfig, CrmKind};
 pub use self::source::{RateLimit, SourceConfig, SourceName};
 use crate::ingest::verify::Secret;
 
@@ -113,6 +115,10 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub sources: Vec<SourceConfig>,
+    pub mapping: MappingSettings,
+    pub qualification: QualificationSettings,
+    pub pipeline: PipelineSettings,
+    pub crm: CrmConfig,
     /// Legal but noteworthy things found while loading (an optional source skipped, ...).
     pub warnings: Vec<String>,
 }
@@ -132,6 +138,73 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     sources: Vec<source::RawSource>,
+    #[serde(default)]
+    mapping: RawMapping,
+    #[serde(default)]
+    qualification: RawQualification,
+    #[serde(default)]
+    pipeline: RawPipeline,
+    #[serde(default)]
+    crm: toml::Table,
+}
+
+/// `[mapping]`: settings shared by every mapping file.
+#[derive(Debug, Clone)]
+pub struct MappingSettings {
+    /// Region for phone numbers written without a country code (ISO 3166 alpha-2, e.g. `US`).
+    pub default_phone_region: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMapping {
+    default_phone_region: String,
+}
+
+impl Default for RawMapping {
+    fn default() -> Self {
+        Self {
+            default_phone_region: "US".into(),
+        }
+    }
+}
+
+/// `[qualification]`: the rules file (the agreed funnel definition).
+#[derive(Debug, Clone)]
+pub struct QualificationSettings {
+    /// None: the embedded default rules.
+    pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawQualification {
+    rules: Option<PathBuf>,
+}
+
+/// `[pipeline]`: the background work after the inbox (map -> qualify -> outbox).
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Stored events taken per step.
+    pub batch_size: usize,
+    /// How often to look for work when nothing woke the pipeline.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPipeline {
+    batch_size: usize,
+    poll_interval_ms: u64,
+}
+
+impl Default for RawPipeline {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            poll_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,6 +411,31 @@ impl Config {
             }
         }
 
+        let region = raw.mapping.default_phone_region;
+        if region.len() != 2 || !region.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(err(
+                "mapping.default_phone_region",
+                format!("{region:?} is not a two-letter region code like US or GB"),
+            ));
+        }
+        let mapping = MappingSettings {
+            default_phone_region: region,
+        };
+        let qualification = QualificationSettings {
+            rules: raw.qualification.rules.map(|p| resolve(base_dir, &p)),
+        };
+        if raw.pipeline.batch_size == 0 || raw.pipeline.poll_interval_ms == 0 {
+            return Err(err(
+                "pipeline",
+                "batch_size and poll_interval_ms must be at least 1".into(),
+            ));
+        }
+        let pipeline = PipelineSettings {
+            batch_size: raw.pipeline.batch_size,
+            poll_interval: Duration::from_millis(raw.pipeline.poll_interval_ms),
+        };
+        let crm = crm::parse(raw.crm, env).map_err(|(key, reason)| err(&key, reason))?;
+
         Ok(Config {
             origin: origin.to_string(),
             base_dir: base_dir.to_path_buf(),
@@ -346,6 +444,10 @@ impl Config {
             admin,
             log,
             sources,
+            mapping,
+            qualification,
+            pipeline,
+            crm,
             warnings,
         })
     }
