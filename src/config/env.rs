@@ -27,7 +27,9 @@ pub fn apply(
 ) -> Result<BTreeMap<String, String>, OverrideError> {
     let mut origin = BTreeMap::new();
     for (var, raw) in vars {
-        let Some(rest) = var.strip_prefix(PREFIX) else { continue };
+        let Some(rest) = var.strip_prefix(PREFIX) else {
+            continue;
+        };
         if !rest.contains("__") {
             continue;
         }
@@ -50,7 +52,9 @@ pub fn apply(
 fn parse_value(raw: &str) -> Value {
     // A bare word like `0.0.0.0:8080` is not TOML, so it stays a string.
     match format!("v = {raw}").parse::<Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_string())),
         Err(_) => Value::String(raw.to_string()),
     }
 }
@@ -74,7 +78,11 @@ fn set(root: &mut Table, path: &[String], value: Value) -> Result<String, String
             .enumerate()
             .find_map(|(i, s)| {
                 let t = s.as_table_mut()?;
-                let n = t.get("name")?.as_str()?.replace('-', "_").to_ascii_lowercase();
+                let n = t
+                    .get("name")?
+                    .as_str()?
+                    .replace('-', "_")
+                    .to_ascii_lowercase();
                 (n == *name).then_some((i, t))
             })
             .ok_or_else(|| format!("no source named {name:?}"))?;
@@ -105,7 +113,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -134,7 +145,10 @@ mod tests {
         assert_eq!(root["server"]["workers"].as_integer(), Some(3));
         let src = &root["sources"].as_array().unwrap()[0];
         assert_eq!(src["secret_env"].as_array().unwrap().len(), 2);
-        assert_eq!(origin["sources[0].secret_env"], "LEADGATE_SOURCES__CAL_COM__SECRET_ENV");
+        assert_eq!(
+            origin["sources[0].secret_env"],
+            "LEADGATE_SOURCES__CAL_COM__SECRET_ENV"
+        );
         assert!(!root.contains_key("admin"));
     }
 

@@ -212,8 +212,9 @@ impl Config {
     pub fn load(path: Option<&Path>, env: &EnvVars) -> Result<Config, ConfigError> {
         let (origin, base_dir, text) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError::new(p.display().to_string(), "", format!("cannot read: {e}")))?;
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError::new(p.display().to_string(), "", format!("cannot read: {e}"))
+                })?;
                 (p.display().to_string(), parent_dir(p), text)
             }
             None if Path::new(DEFAULT_FILE).exists() => {
@@ -232,11 +233,17 @@ impl Config {
     }
 
     /// Parses settings from TOML text; `origin` names it in errors, `base_dir` anchors relative paths.
-    pub fn from_toml(text: &str, origin: &str, base_dir: &Path, env: &EnvVars) -> Result<Config, ConfigError> {
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+        env: &EnvVars,
+    ) -> Result<Config, ConfigError> {
         let mut tree: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigError::new(origin, toml_error_key(text, &e), e.message().to_string())
         })?;
-        let from_env = env::apply(&mut tree, env).map_err(|e| ConfigError::new(e.var, "", e.reason))?;
+        let from_env =
+            env::apply(&mut tree, env).map_err(|e| ConfigError::new(e.var, "", e.reason))?;
         let where_ = |key: &str| -> String {
             from_env
                 .iter()
@@ -244,18 +251,25 @@ impl Config {
                 .map(|(_, var)| format!("environment variable {var}"))
                 .unwrap_or_else(|| origin.to_string())
         };
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
-            let key = e.path().to_string();
-            let reason = e.inner().message().to_string();
-            ConfigError::new(where_(&key), if key == "." { String::new() } else { key }, reason)
-        })?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+                let key = e.path().to_string();
+                let reason = e.inner().message().to_string();
+                ConfigError::new(
+                    where_(&key),
+                    if key == "." { String::new() } else { key },
+                    reason,
+                )
+            })?;
         let err = |key: &str, reason: String| ConfigError::new(where_(key), key, reason);
 
         let s = raw.server;
-        let listen: SocketAddr = s
-            .listen
-            .parse()
-            .map_err(|_| err("server.listen", format!("{:?} is not an address like 0.0.0.0:8080", s.listen)))?;
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
+            err(
+                "server.listen",
+                format!("{:?} is not an address like 0.0.0.0:8080", s.listen),
+            )
+        })?;
         let public_url = parse_base_url(&s.public_url).map_err(|r| err("server.public_url", r))?;
         if s.workers == Some(0) {
             return Err(err("server.workers", "must be at least 1".into()));
@@ -278,7 +292,10 @@ impl Config {
             _ => {
                 return Err(err(
                     "store.url",
-                    format!("{:?} is not a store URL; expected sqlite://<path>", raw.store.url),
+                    format!(
+                        "{:?} is not a store URL; expected sqlite://<path>",
+                        raw.store.url
+                    ),
                 ))
             }
         };
@@ -310,7 +327,10 @@ impl Config {
             match rs.build(&ctx).map_err(|(key, reason)| err(&key, reason))? {
                 source::Built::Ready(sc) => {
                     if sources.iter().any(|o| o.name == sc.name) {
-                        return Err(err(&format!("sources[{i}].name"), format!("{:?} is used by two sources", sc.name.as_str())));
+                        return Err(err(
+                            &format!("sources[{i}].name"),
+                            format!("{:?} is used by two sources", sc.name.as_str()),
+                        ));
                     }
                     sources.push(sc)
                 }
@@ -376,7 +396,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> EnvVars {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn load(text: &str, e: &EnvVars) -> Result<Config, ConfigError> {
@@ -403,7 +426,14 @@ mod tests {
             ("LEADGATE_ADMIN_TOKEN", "t"),
         ]);
         let c = load(EMBEDDED_DEFAULTS, &all).unwrap();
-        assert!(c.sources.len() >= 3, "{:?}", c.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>());
+        assert!(
+            c.sources.len() >= 3,
+            "{:?}",
+            c.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+        );
         assert!(c.admin.token.is_some());
         let none = load(EMBEDDED_DEFAULTS, &env(&[])).unwrap();
         assert!(none.sources.is_empty());
@@ -420,7 +450,8 @@ mod tests {
 
     #[test]
     fn a_missing_secret_stops_start_up_naming_the_key_and_variable() {
-        let text = "[[sources]]\nname = \"tf\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\n";
+        let text =
+            "[[sources]]\nname = \"tf\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\n";
         let e = load(text, &env(&[])).unwrap_err();
         assert_eq!(e.key, "sources[0].secret_env");
         assert!(e.reason.contains("TF_SECRET"), "{e}");

@@ -22,8 +22,7 @@ impl SourceName {
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if ok {
             Ok(SourceName(s.to_string()))
@@ -265,10 +264,14 @@ impl RawSource {
 
         let (url, url_is_exact) = match self.url {
             Some(u) => {
-                reqwest::Url::parse(&u).map_err(|e| (key("url"), format!("{u:?} is not a URL: {e}")))?;
+                reqwest::Url::parse(&u)
+                    .map_err(|e| (key("url"), format!("{u:?} is not a URL: {e}")))?;
                 (u, true)
             }
-            None => (format!("{}/webhooks/{}", cx.public_url, name.as_str()), false),
+            None => (
+                format!("{}/webhooks/{}", cx.public_url, name.as_str()),
+                false,
+            ),
         };
         let body_limit = self.body_limit_bytes.unwrap_or(cx.default_body_limit);
         if body_limit == 0 {
@@ -283,10 +286,12 @@ impl RawSource {
             .as_deref()
             .or_else(|| verifier.default_event_id_path());
         let event_id = match event_id_src {
-            Some(p) => Some(
-                JsonPath::parse(p)
-                    .map_err(|e| (key("event_id"), format!("{p:?} is not an RFC 9535 JSONPath: {e}")))?,
-            ),
+            Some(p) => Some(JsonPath::parse(p).map_err(|e| {
+                (
+                    key("event_id"),
+                    format!("{p:?} is not an RFC 9535 JSONPath: {e}"),
+                )
+            })?),
             None => None,
         };
         let mut decode = decode::Limits::default();
@@ -321,10 +326,20 @@ mod tests {
 
     #[test]
     fn a_rate_limit_becomes_a_quota_with_the_full_burst() {
-        let r = RawRate { requests: 10, per_secs: 2 }.parse().unwrap();
+        let r = RawRate {
+            requests: 10,
+            per_secs: 2,
+        }
+        .parse()
+        .unwrap();
         let q = r.quota();
         assert_eq!(q.burst_size().get(), 10);
         assert_eq!(q.replenish_interval(), Duration::from_millis(200));
-        assert!(RawRate { requests: 0, per_secs: 1 }.parse().is_err());
+        assert!(RawRate {
+            requests: 0,
+            per_secs: 1
+        }
+        .parse()
+        .is_err());
     }
 }

@@ -31,7 +31,11 @@ impl Default for Limits {
         Self {
             max_fields: 10_000,
             max_depth: 64,
-            json_fields: vec!["rawRequest".into(), "mandrill_events".into(), "data.json".into()],
+            json_fields: vec![
+                "rawRequest".into(),
+                "mandrill_events".into(),
+                "data.json".into(),
+            ],
         }
     }
 }
@@ -55,10 +59,17 @@ pub enum DecodeError {
     Malformed(String),
 }
 
-pub fn decode(content_type: Option<&str>, body: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
+pub fn decode(
+    content_type: Option<&str>,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
     let _ = (content_type, limits);
     serde_json::from_slice(body)
-        .map(|value| Decoded { value, kind: BodyKind::Json })
+        .map(|value| Decoded {
+            value,
+            kind: BodyKind::Json,
+        })
         .map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 

@@ -240,28 +240,39 @@ impl HmacScheme {
         let header = match (&o.header, &preset) {
             (Some(h), _) => h.as_str(),
             (None, Some(p)) => p.header,
-            (None, None) => return Err(OptionError::new("header", "the hmac scheme needs a header name")),
+            (None, None) => {
+                return Err(OptionError::new(
+                    "header",
+                    "the hmac scheme needs a header name",
+                ))
+            }
         };
         let algorithm = match &o.algorithm {
             Some(a) => Algorithm::parse(a).ok_or_else(|| {
-                OptionError::new("algorithm", format!("{a:?} is not one of sha1, sha256, sha512"))
+                OptionError::new(
+                    "algorithm",
+                    format!("{a:?} is not one of sha1, sha256, sha512"),
+                )
             })?,
             None => preset.map(|p| p.algorithm).unwrap_or(Algorithm::Sha256),
         };
         let encoding = match &o.encoding {
-            Some(e) => Encoding::parse(e)
-                .ok_or_else(|| OptionError::new("encoding", format!("{e:?} is not one of hex, base64")))?,
+            Some(e) => Encoding::parse(e).ok_or_else(|| {
+                OptionError::new("encoding", format!("{e:?} is not one of hex, base64"))
+            })?,
             None => preset.map(|p| p.encoding).unwrap_or(Encoding::Hex),
         };
         let prefix = o
             .prefix
             .clone()
             .unwrap_or_else(|| preset.map(|p| p.prefix.to_string()).unwrap_or_default());
-        let template_src = o
-            .template
-            .clone()
-            .unwrap_or_else(|| preset.map(|p| p.template.to_string()).unwrap_or_else(|| "{body}".into()));
-        let template = Template::parse(&template_src).map_err(|r| OptionError::new("template", r))?;
+        let template_src = o.template.clone().unwrap_or_else(|| {
+            preset
+                .map(|p| p.template.to_string())
+                .unwrap_or_else(|| "{body}".into())
+        });
+        let template =
+            Template::parse(&template_src).map_err(|r| OptionError::new("template", r))?;
 
         let ts_header = o
             .timestamp_header
@@ -269,7 +280,10 @@ impl HmacScheme {
             .or_else(|| preset.and_then(|p| p.timestamp.map(|t| t.0.to_string())));
         let ts_unit = match &o.timestamp_unit {
             Some(u) => TimestampUnit::parse(u).ok_or_else(|| {
-                OptionError::new("timestamp_unit", format!("{u:?} is not one of s, ms, http-date"))
+                OptionError::new(
+                    "timestamp_unit",
+                    format!("{u:?} is not one of s, ms, http-date"),
+                )
             })?,
             None => preset
                 .and_then(|p| p.timestamp.map(|t| t.1))
@@ -294,7 +308,10 @@ impl HmacScheme {
             None => None,
         };
         if template.uses(&Part::Id) && id_header.is_none() {
-            return Err(OptionError::new("id_header", "the template signs {id}, so an id header is needed"));
+            return Err(OptionError::new(
+                "id_header",
+                "the template signs {id}, so an id header is needed",
+            ));
         }
         Ok(HmacScheme {
             name: name.to_string(),
@@ -321,7 +338,12 @@ impl Verifier for HmacScheme {
         let raw = req.require(self.header.as_str())?.trim();
         let encoded = match raw.get(..self.prefix.len()) {
             Some(p) if p.eq_ignore_ascii_case(&self.prefix) => &raw[self.prefix.len()..],
-            _ => return Err(VerifyError::Malformed(self.header.to_string(), "missing prefix")),
+            _ => {
+                return Err(VerifyError::Malformed(
+                    self.header.to_string(),
+                    "missing prefix",
+                ))
+            }
         };
         let tag = self
             .encoding
@@ -410,8 +432,13 @@ mod tests {
             timestamp_header: Some("X-Slack-Request-Timestamp".into()),
             ..Default::default()
         };
-        HmacScheme::from_options("hmac", None, &o, secrets(&["8f742231b10e8888abcd99yyyzzz85a5"]))
-            .expect("valid options")
+        HmacScheme::from_options(
+            "hmac",
+            None,
+            &o,
+            secrets(&["8f742231b10e8888abcd99yyyzzz85a5"]),
+        )
+        .expect("valid options")
     }
 
     const SLACK_BODY: &str = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
@@ -423,7 +450,13 @@ mod tests {
             ("x-slack-signature", SLACK_SIG),
             ("X-Slack-Request-Timestamp", "1531420618"),
         ]);
-        let req = inbound("https://x/webhooks/slack", "", &h, SLACK_BODY.as_bytes(), at(1531420618 + 10));
+        let req = inbound(
+            "https://x/webhooks/slack",
+            "",
+            &h,
+            SLACK_BODY.as_bytes(),
+            at(1531420618 + 10),
+        );
         assert_eq!(slack().verify(&req), Ok(Verified { event_id: None }));
     }
 
@@ -444,16 +477,32 @@ mod tests {
             ("X-Slack-Signature", SLACK_SIG),
             ("X-Slack-Request-Timestamp", "1531420618"),
         ]);
-        let old = inbound("https://x", "", &h, SLACK_BODY.as_bytes(), at(1531420618 + 301));
+        let old = inbound(
+            "https://x",
+            "",
+            &h,
+            SLACK_BODY.as_bytes(),
+            at(1531420618 + 301),
+        );
         assert_eq!(slack().verify(&old), Err(VerifyError::Stale(301)));
-        let early = inbound("https://x", "", &h, SLACK_BODY.as_bytes(), at(1531420618 - 301));
+        let early = inbound(
+            "https://x",
+            "",
+            &h,
+            SLACK_BODY.as_bytes(),
+            at(1531420618 - 301),
+        );
         assert_eq!(slack().verify(&early), Err(VerifyError::Future(301)));
     }
 
     #[test]
     fn templates_reject_unknown_placeholders_and_missing_body() {
-        assert!(Template::parse("{timestamp}.{bdy}").unwrap_err().contains("{bdy}"));
-        assert!(Template::parse("{timestamp}").unwrap_err().contains("{body}"));
+        assert!(Template::parse("{timestamp}.{bdy}")
+            .unwrap_err()
+            .contains("{bdy}"));
+        assert!(Template::parse("{timestamp}")
+            .unwrap_err()
+            .contains("{body}"));
         assert!(Template::parse("{timestamp").is_err());
     }
 
@@ -482,7 +531,11 @@ mod tests {
                 ..Default::default()
             };
             let s = HmacScheme::from_options("hmac", None, &o, secrets(&["k1", "k2"])).unwrap();
-            let mut out = Outbound::new("https://x/webhooks/a", "application/json", b"{\"a\":1}".to_vec());
+            let mut out = Outbound::new(
+                "https://x/webhooks/a",
+                "application/json",
+                b"{\"a\":1}".to_vec(),
+            );
             s.sign(&mut out).unwrap();
             let h = headers_of(&out);
             let req = inbound("https://x/webhooks/a", "", &h, &out.body, out.now);
@@ -502,6 +555,8 @@ mod tests {
         let mut out = Outbound::new("https://x", "application/json", b"{}".to_vec());
         old.sign(&mut out).unwrap();
         let h = headers_of(&out);
-        assert!(both.verify(&inbound("https://x", "", &h, b"{}", out.now)).is_ok());
+        assert!(both
+            .verify(&inbound("https://x", "", &h, b"{}", out.now))
+            .is_ok());
     }
 }

@@ -1,6 +1,9 @@
 //! STUB: to be written.
 
-use super::{Inbound, OptionError, Outbound, SchemeOptions, Secret, SignError, Verified, Verifier, VerifyError};
+use super::{
+    Inbound, OptionError, Outbound, SchemeOptions, Secret, SignError, Verified, Verifier,
+    VerifyError,
+};
 
 #[derive(Debug)]
 pub struct HubSpot {

@@ -279,7 +279,9 @@ pub fn build(
     }
     let v: Box<dyn Verifier> = match scheme {
         "hmac" => Box::new(HmacScheme::from_options("hmac", None, opts, secrets)?),
-        "calendly" | "stripe" => Box::new(stripe::StripeScheme::from_options(scheme, opts, secrets)?),
+        "calendly" | "stripe" => {
+            Box::new(stripe::StripeScheme::from_options(scheme, opts, secrets)?)
+        }
         "standard-webhooks" => Box::new(standard_webhooks::StandardWebhooks::from_options(
             opts, secrets,
         )?),
@@ -294,7 +296,10 @@ pub fn build(
             None => {
                 return Err(OptionError::new(
                     "scheme",
-                    format!("unknown scheme {other:?}; expected one of {}", SCHEMES.join(", ")),
+                    format!(
+                        "unknown scheme {other:?}; expected one of {}",
+                        SCHEMES.join(", ")
+                    ),
                 ))
             }
         },
@@ -319,7 +324,11 @@ pub(crate) fn unix_millis(t: SystemTime) -> i64 {
 }
 
 /// Refuses timestamps outside `now ± tolerance` (both directions).
-pub(crate) fn check_window(ts_secs: i64, now_secs: i64, tolerance: Duration) -> Result<(), VerifyError> {
+pub(crate) fn check_window(
+    ts_secs: i64,
+    now_secs: i64,
+    tolerance: Duration,
+) -> Result<(), VerifyError> {
     let tol = tolerance.as_secs() as i64;
     let age = now_secs.saturating_sub(ts_secs);
     if age > tol {
@@ -332,7 +341,9 @@ pub(crate) fn check_window(ts_secs: i64, now_secs: i64, tolerance: Duration) -> 
 }
 
 pub(crate) fn tolerance(opts: &SchemeOptions, default: Duration) -> Duration {
-    opts.tolerance_secs.map(Duration::from_secs).unwrap_or(default)
+    opts.tolerance_secs
+        .map(Duration::from_secs)
+        .unwrap_or(default)
 }
 
 /// Computes a MAC over the concatenation of `parts`.
@@ -347,7 +358,11 @@ pub(crate) fn mac<M: Mac + ::hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]])
 }
 
 /// Checks a MAC over `parts` against `tag` in constant time.
-pub(crate) fn mac_matches<M: Mac + ::hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
+pub(crate) fn mac_matches<M: Mac + ::hmac::digest::KeyInit>(
+    key: &[u8],
+    parts: &[&[u8]],
+    tag: &[u8],
+) -> bool {
     let Ok(mut m) = <M as ::hmac::digest::KeyInit>::new_from_slice(key) else {
         return false;
     };

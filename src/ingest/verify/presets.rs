@@ -91,10 +91,23 @@ mod tests {
     use super::super::test_support::*;
     use super::super::{build, SchemeOptions, Verified, VerifyError};
 
-    fn verify(scheme: &str, secret: &str, hdrs: &[(&str, &str)], body: &str, now: std::time::SystemTime) -> Result<Verified, VerifyError> {
-        let v = build(scheme, &SchemeOptions::default(), secrets(&[secret])).expect("preset builds");
+    fn verify(
+        scheme: &str,
+        secret: &str,
+        hdrs: &[(&str, &str)],
+        body: &str,
+        now: std::time::SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        let v =
+            build(scheme, &SchemeOptions::default(), secrets(&[secret])).expect("preset builds");
         let h = headers(hdrs);
-        v.verify(&inbound("https://x/webhooks/p", "", &h, body.as_bytes(), now))
+        v.verify(&inbound(
+            "https://x/webhooks/p",
+            "",
+            &h,
+            body.as_bytes(),
+            now,
+        ))
     }
 
     #[test]
@@ -105,7 +118,14 @@ mod tests {
 
         let fs2 = "FormID=6606394&UniqueID=1500878955&HandshakeKey=test";
         let sig2 = "sha256=30dff7f180b6d69eab397a5d51719474df490b730514c253e8b5832d3b51b970";
-        assert!(verify("formstack", "test1", &[("x-fs-signature", sig2)], fs2, at(0)).is_ok());
+        assert!(verify(
+            "formstack",
+            "test1",
+            &[("x-fs-signature", sig2)],
+            fs2,
+            at(0)
+        )
+        .is_ok());
         // FS-2 was signed with key `test1`: under `test` it must fail.
         assert_eq!(
             verify("formstack", "test", &[("X-FS-Signature", sig2)], fs2, at(0)),
@@ -116,9 +136,22 @@ mod tests {
     #[test]
     fn meta_x_hub_signature_256_published_vector_verifies() {
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert!(verify("meta", "It's a Secret to Everybody", &[("X-Hub-Signature-256", sig)], "Hello, World!", at(0)).is_ok());
+        assert!(verify(
+            "meta",
+            "It's a Secret to Everybody",
+            &[("X-Hub-Signature-256", sig)],
+            "Hello, World!",
+            at(0)
+        )
+        .is_ok());
         assert_eq!(
-            verify("meta", "It's a Secret to Everybody", &[("X-Hub-Signature-256", sig)], "Hello, World?", at(0)),
+            verify(
+                "meta",
+                "It's a Secret to Everybody",
+                &[("X-Hub-Signature-256", sig)],
+                "Hello, World?",
+                at(0)
+            ),
             Err(VerifyError::Mismatch)
         );
     }
@@ -133,7 +166,10 @@ mod tests {
         assert!(verify(
             "webflow",
             "test_secret",
-            &[("x-webflow-signature", sig), ("x-webflow-timestamp", "1705332000")],
+            &[
+                ("x-webflow-signature", sig),
+                ("x-webflow-timestamp", "1705332000")
+            ],
             body,
             now
         )
@@ -143,22 +179,45 @@ mod tests {
     #[test]
     fn cal_com_without_a_secret_sends_a_literal_that_never_verifies() {
         assert!(matches!(
-            verify("cal-com", "s", &[("X-Cal-Signature-256", "no-secret-provided")], "{}", at(0)),
+            verify(
+                "cal-com",
+                "s",
+                &[("X-Cal-Signature-256", "no-secret-provided")],
+                "{}",
+                at(0)
+            ),
             Err(VerifyError::Malformed(..))
         ));
     }
 
     #[test]
     fn every_preset_round_trips_sign_and_verify_and_refuses_a_wrong_secret() {
-        for name in ["typeform", "tally", "webflow", "formstack", "cal-com", "klaviyo", "customer-io", "meta"] {
+        for name in [
+            "typeform",
+            "tally",
+            "webflow",
+            "formstack",
+            "cal-com",
+            "klaviyo",
+            "customer-io",
+            "meta",
+        ] {
             let good = build(name, &SchemeOptions::default(), secrets(&["right"])).unwrap();
             let bad = build(name, &SchemeOptions::default(), secrets(&["wrong"])).unwrap();
-            let mut out = crate::ingest::verify::Outbound::new("https://x/webhooks/p", "application/json", br#"{"event_id":"e1"}"#.to_vec());
+            let mut out = crate::ingest::verify::Outbound::new(
+                "https://x/webhooks/p",
+                "application/json",
+                br#"{"event_id":"e1"}"#.to_vec(),
+            );
             good.sign(&mut out).unwrap();
             let h = headers_of(&out);
             let req = inbound("https://x/webhooks/p", "", &h, &out.body, out.now);
             assert!(good.verify(&req).is_ok(), "{name} round trip");
-            assert_eq!(bad.verify(&req), Err(VerifyError::Mismatch), "{name} wrong secret");
+            assert_eq!(
+                bad.verify(&req),
+                Err(VerifyError::Mismatch),
+                "{name} wrong secret"
+            );
         }
     }
 }

@@ -1,6 +1,9 @@
 //! STUB: to be written.
 
-use super::{Inbound, OptionError, Outbound, SchemeOptions, Secret, SignError, Verified, Verifier, VerifyError};
+use super::{
+    Inbound, OptionError, Outbound, SchemeOptions, Secret, SignError, Verified, Verifier,
+    VerifyError,
+};
 
 #[derive(Debug)]
 pub struct StripeScheme {
@@ -8,7 +11,11 @@ pub struct StripeScheme {
 }
 
 impl StripeScheme {
-    pub fn from_options(_scheme: &str, _o: &SchemeOptions, secrets: Vec<Secret>) -> Result<Self, OptionError> {
+    pub fn from_options(
+        _scheme: &str,
+        _o: &SchemeOptions,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, OptionError> {
         Ok(Self { _secrets: secrets })
     }
 }
