@@ -104,6 +104,71 @@ pub struct StoredEvent {
     pub status_reason: Option<String>,
 }
 
+/// A lead as stored: the engine's JSON state plus the columns queries use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadRecord {
+    pub email: String,
+    /// The qualification engine's state, as JSON text.
+    pub state: String,
+    pub version: i64,
+    pub stage: String,
+    pub stage_rank: u32,
+    pub max_rank: u32,
+    pub score: i64,
+    pub source: Option<String>,
+    pub campaign: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// The new state of one lead, computed from its previous record inside the store's transaction.
+#[derive(Debug, Clone)]
+pub struct LeadChange {
+    pub state: String,
+    pub stage: String,
+    pub stage_rank: u32,
+    pub score: i64,
+    /// First-touch attribution, kept only when the lead is created.
+    pub source: Option<String>,
+    pub campaign: Option<String>,
+    /// The CRM snapshot to queue, if this change is one the CRM should hear about.
+    pub update: Option<crate::outbox::CrmUpdate>,
+}
+
+/// Computes a lead's change from its stored record (None: a new lead). It runs inside the write
+/// transaction, so updates to one lead are serialised. The `i64` is the version the new state
+/// gets, for the CRM snapshot.
+pub type LeadFn = Box<dyn FnOnce(Option<&LeadRecord>, i64) -> Result<LeadChange, String> + Send>;
+
+/// What processing one stored event produced.
+pub enum Processed {
+    /// Kept with the reason; `replay` retries it after the mapping is fixed.
+    Unmappable(String),
+    /// Zero or more leads to update (zero: the event carried nothing to act on).
+    Leads(Vec<(crate::lead::Email, LeadFn)>),
+}
+
+/// Which stored events `replay` puts back in the queue.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub source: Option<String>,
+    pub since_ms: Option<i64>,
+    /// Also re-process events that were processed before (not only unmappable ones).
+    pub include_processed: bool,
+}
+
+/// How many leads of one first-touch source and campaign sit at one stage, by the furthest stage
+/// they ever reached (the admin API turns these into funnel counts and conversion rates).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FunnelCount {
+    pub source: Option<String>,
+    pub campaign: Option<String>,
+    pub stage: String,
+    pub stage_rank: u32,
+    pub max_rank: u32,
+    pub leads: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -116,6 +181,9 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// A lead function refused the change (the event stays queued).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// Durable storage. Writes are acknowledged only once committed and synced to disk.
@@ -131,6 +199,30 @@ pub trait Store: Send + Sync + 'static {
     async fn check_writable(&self) -> Result<(), StoreError>;
     /// Finishes pending writes and closes; later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<(), StoreError>;
+
+    // ---- pipeline: inbox -> leads
+
+    /// The oldest events still waiting to be processed, after `after` (exclusive).
+    async fn pending_events(
+        &self,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Records the outcome of one event atomically: lead states (and their CRM snapshots) and the
+    /// event's status. An error from one lead's function fails the whole event (nothing written).
+    async fn process_event(&self, id: EventId, outcome: Processed) -> Result<(), StoreError>;
+    /// Puts matching events back to `received`; returns how many.
+    async fn replay_events(&self, filter: ReplayFilter) -> Result<u64, StoreError>;
+    /// Recent events, newest first, optionally by status.
+    async fn recent_events(
+        &self,
+        status: Option<EventStatus>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// One lead, with the ids of the events that touched it.
+    async fn lead(&self, email: &str) -> Result<Option<(LeadRecord, Vec<EventId>)>, StoreError>;
+    /// Lead counts per first-touch source, campaign, current and furthest stage.
+    async fn funnel(&self) -> Result<Vec<FunnelCount>, StoreError>;
 }
 
 #[cfg(test)]

@@ -415,15 +415,10 @@ pub(crate) fn check_unix_secs(
     check_window(ts, now_secs, tolerance)
 }
 
-/// Decodes an `application/x-www-form-urlencoded` body into its pairs, in order, or `None` when a
-/// decoded name or value is not UTF-8. `form_urlencoded::parse` alone would replace such bytes
-/// silently, and a signature would then be checked over text the sender never sent.
+/// The pairs of an `application/x-www-form-urlencoded` body, or `None` when a name or value is not
+/// UTF-8 (a signature must never be checked over text the sender did not send).
 pub(crate) fn form_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
-    // `&` and `=` are ASCII before and after decoding, so the whole body decodes to UTF-8 exactly
-    // when every name and value does.
-    let decoded: Vec<u8> = percent_encoding::percent_decode(body).collect();
-    std::str::from_utf8(&decoded).ok()?;
-    Some(form_urlencoded::parse(body).into_owned().collect())
+    crate::ingest::decode::form_pairs(body).ok()
 }
 
 /// Compares two secrets in constant time, whatever their lengths (hashing first hides the length).

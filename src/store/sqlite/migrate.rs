@@ -4,10 +4,16 @@
 use rusqlite::Connection;
 
 /// Every migration, in order; a database at version N has run the first N.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_events",
-    include_str!("../../../migrations/sqlite/0001_events.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_events",
+        include_str!("../../../migrations/sqlite/0001_events.sql"),
+    ),
+    (
+        "0002_leads",
+        include_str!("../../../migrations/sqlite/0002_leads.sql"),
+    ),
+];
 
 pub fn run(conn: &mut Connection) -> Result<(), String> {
     let current: i64 = conn

@@ -2,6 +2,7 @@
 //! it returns. All writes go through one group-commit thread ([`writer`]); reads use a small pool
 //! of read-only connections on the blocking pool, which WAL lets run beside the writer.
 
+mod leads;
 mod migrate;
 mod writer;
 
@@ -12,7 +13,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use self::writer::Writer;
-use super::{EventId, EventStatus, Inserted, NewEvent, Store, StoreError, StoredEvent};
+use super::{
+    EventId, EventStatus, FunnelCount, Inserted, LeadRecord, NewEvent, Processed, ReplayFilter,
+    Store, StoreError, StoredEvent,
+};
 
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 4;
@@ -204,6 +208,51 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+
+    async fn pending_events(
+        &self,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |c| leads::pending(c, after, limit)).await
+    }
+
+    async fn process_event(&self, id: EventId, outcome: Processed) -> Result<(), StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.write(move |c| leads::process(c, id, outcome, now))
+            .await
+    }
+
+    async fn replay_events(&self, filter: ReplayFilter) -> Result<u64, StoreError> {
+        self.write(move |c| leads::replay(c, &filter)).await
+    }
+
+    async fn recent_events(
+        &self,
+        status: Option<EventStatus>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |c| leads::recent(c, status, limit)).await
+    }
+
+    async fn lead(&self, email: &str) -> Result<Option<(LeadRecord, Vec<EventId>)>, StoreError> {
+        let email = email.to_string();
+        self.read(move |c| leads::lead(c, &email)).await
+    }
+
+    async fn funnel(&self) -> Result<Vec<FunnelCount>, StoreError> {
+        self.read(leads::funnel).await
+    }
+}
+
+/// Queues a CRM snapshot for a lead inside the caller's transaction.
+pub(crate) fn enqueue_update(
+    _conn: &Connection,
+    _update: &crate::outbox::CrmUpdate,
+) -> Result<(), StoreError> {
+    Err(StoreError::Rejected(
+        "the outbox is not available yet".into(),
+    ))
 }
 
 /// Reads a `meta` value (used by tests and admin tooling).

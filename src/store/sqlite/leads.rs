@@ -1,0 +1,189 @@
+//! Inbox -> leads: the SQL behind processing, replay and the lead/funnel queries.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{event_from_row, EVENT_COLUMNS};
+use crate::store::{
+    EventId, EventStatus, FunnelCount, LeadRecord, Processed, ReplayFilter, StoreError, StoredEvent,
+};
+
+const LEAD_COLUMNS: &str = "email, state, version, stage, stage_rank, max_rank, score, source, campaign, created_at, updated_at";
+
+fn lead_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeadRecord> {
+    Ok(LeadRecord {
+        email: r.get(0)?,
+        state: r.get(1)?,
+        version: r.get(2)?,
+        stage: r.get(3)?,
+        stage_rank: r.get(4)?,
+        max_rank: r.get(5)?,
+        score: r.get(6)?,
+        source: r.get(7)?,
+        campaign: r.get(8)?,
+        created_at_ms: r.get(9)?,
+        updated_at_ms: r.get(10)?,
+    })
+}
+
+pub fn pending(
+    conn: &Connection,
+    after: Option<EventId>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE status = 'received' AND id > ?1 ORDER BY id LIMIT ?2"
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut rows = st.query(params![after.map(|e| e.0).unwrap_or(0), limit as i64])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(event_from_row(r)?);
+    }
+    Ok(out)
+}
+
+/// Applies one event's outcome inside the caller's transaction (savepoint).
+pub fn process(
+    conn: &Connection,
+    id: EventId,
+    outcome: Processed,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    match outcome {
+        Processed::Unmappable(reason) => {
+            set_status(conn, id, EventStatus::Unmappable, Some(&reason), now_ms)?;
+        }
+        Processed::Leads(leads) => {
+            for (email, apply) in leads {
+                let prev = {
+                    let sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE email = ?1");
+                    let mut st = conn.prepare_cached(&sql)?;
+                    st.query_row(params![email.as_str()], lead_from_row)
+                        .optional()?
+                };
+                let version = prev.as_ref().map(|p| p.version + 1).unwrap_or(1);
+                let change = apply(prev.as_ref(), version).map_err(StoreError::Rejected)?;
+                let mut up = conn.prepare_cached(
+                    "INSERT INTO leads (email, state, version, stage, stage_rank, max_rank, score,
+                                        source, campaign, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?9)
+                     ON CONFLICT (email) DO UPDATE SET
+                        state = excluded.state, version = excluded.version, stage = excluded.stage,
+                        stage_rank = excluded.stage_rank,
+                        max_rank = MAX(leads.max_rank, excluded.stage_rank),
+                        score = excluded.score, updated_at = excluded.updated_at",
+                )?;
+                up.execute(params![
+                    email.as_str(),
+                    change.state,
+                    version,
+                    change.stage,
+                    change.stage_rank,
+                    change.score,
+                    change.source,
+                    change.campaign,
+                    now_ms
+                ])?;
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO lead_events (email, event_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![email.as_str(), id.0])?;
+                if let Some(update) = &change.update {
+                    super::enqueue_update(conn, update)?;
+                }
+            }
+            set_status(conn, id, EventStatus::Processed, None, now_ms)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_status(
+    conn: &Connection,
+    id: EventId,
+    status: EventStatus,
+    reason: Option<&str>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE events SET status = ?2, status_reason = ?3, processed_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![id.0, status.as_str(), reason, now_ms])?;
+    if n == 0 {
+        return Err(StoreError::Corrupt(format!("{id} does not exist")));
+    }
+    Ok(())
+}
+
+pub fn replay(conn: &Connection, f: &ReplayFilter) -> Result<u64, StoreError> {
+    let statuses = if f.include_processed {
+        "('unmappable', 'processed')"
+    } else {
+        "('unmappable')"
+    };
+    let sql = format!(
+        "UPDATE events SET status = 'received', status_reason = NULL, processed_at = NULL
+         WHERE status IN {statuses} AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR received_at >= ?2)"
+    );
+    let n = conn.execute(&sql, params![f.source, f.since_ms])?;
+    Ok(n as u64)
+}
+
+pub fn recent(
+    conn: &Connection,
+    status: Option<EventStatus>,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2"
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut rows = st.query(params![status.map(|s| s.as_str()), limit as i64])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(event_from_row(r)?);
+    }
+    Ok(out)
+}
+
+pub fn lead(
+    conn: &Connection,
+    email: &str,
+) -> Result<Option<(LeadRecord, Vec<EventId>)>, StoreError> {
+    let sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE email = ?1");
+    let Some(rec) = conn
+        .query_row(&sql, params![email], lead_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut st =
+        conn.prepare_cached("SELECT event_id FROM lead_events WHERE email = ?1 ORDER BY event_id")?;
+    let ids = st
+        .query_map(params![email], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(EventId))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((rec, ids)))
+}
+
+pub fn funnel(conn: &Connection) -> Result<Vec<FunnelCount>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT source, campaign, stage, stage_rank, max_rank, COUNT(*) FROM leads
+         GROUP BY source, campaign, stage, stage_rank, max_rank
+         ORDER BY source, campaign, stage_rank",
+    )?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(FunnelCount {
+                source: r.get(0)?,
+                campaign: r.get(1)?,
+                stage: r.get(2)?,
+                stage_rank: r.get(3)?,
+                max_rank: r.get(4)?,
+                leads: r.get::<_, i64>(5)? as u64,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
