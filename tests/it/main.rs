@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cli;
 mod ingest;
 mod process;
 mod schemes;
