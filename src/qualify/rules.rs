@@ -278,11 +278,13 @@ owner = "marketing"
     }
 
     #[test]
-    fn a_minimal_file_and_the_shipped_file_load() {
+    fn a_minimal_file_and_both_shipped_files_load() {
         assert_eq!(errors(""), Vec::<(String, String)>::new());
         let r = Rules::load(None).unwrap();
         assert_eq!(r.origin(), EMBEDDED_ORIGIN);
         assert_eq!(r.version(), version_of(EMBEDDED_RULES.as_bytes()));
+        let w = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/waterfall.toml"));
+        assert!(Rules::load(Some(w)).is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! End-to-end tests of [`qualify`] against the shipped rules files.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{LazyLock, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -10,6 +11,13 @@ use super::*;
 use crate::lead::{Email, EngagementKind, FieldName};
 
 static DEFAULT: LazyLock<Rules> = LazyLock::new(|| Rules::load(None).unwrap());
+static WATERFALL: LazyLock<Rules> = LazyLock::new(|| {
+    Rules::load(Some(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules/waterfall.toml"
+    ))))
+    .unwrap()
+});
 
 fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-02T12:00:00Z")
@@ -1026,6 +1034,53 @@ fn concurrent_events_for_one_lead_give_the_same_state_as_sequential_ones() {
 }
 
 #[test]
+fn the_waterfall_file_orders_mql_then_sal_then_sql() {
+    let names = |r: &Rules| -> Vec<String> { r.stages().iter().map(|s| s.name.clone()).collect() };
+    let rank = |r: &Rules, n: &str| names(r).iter().position(|x| x == n).unwrap();
+    let w = &*WATERFALL;
+    assert!(rank(w, "mql") < rank(w, "sal") && rank(w, "sal") < rank(w, "sql"));
+    let d = &*DEFAULT;
+    assert!(rank(d, "mql") < rank(d, "sql") && rank(d, "sql") < rank(d, "sal"));
+    assert!(!w.stage("sal").unwrap().is_automatic() && w.stage("sql").unwrap().is_automatic());
+
+    let to = "robin@quantive.io";
+    let fields = [
+        ("job_title", json!("CTO")),
+        ("company_size_min", json!(51)),
+        ("country", json!("US")),
+        ("custom.budget", json!(50000)),
+        ("custom.need", json!("yes")),
+        ("custom.timeline", json!("now")),
+    ];
+    let evs = || vec![ev(to, DemoRequest, 0.0)];
+    // Default order: intent makes it an SQL straight away.
+    assert_eq!(new_lead(&DEFAULT, to, &fields, evs(), now()).stage, "sql");
+    // Waterfall: an MQL until sales accepts it, then an SQL because BANT holds.
+    let m = new_lead(w, to, &fields, evs(), now());
+    assert_eq!(m.stage, "mql");
+    let accepted = apply_feedback(w, &m.state, "sal", now()).unwrap();
+    assert_eq!(accepted.stage, "sql");
+    let moves: Vec<(String, ChangeCause)> = accepted
+        .state
+        .history
+        .iter()
+        .map(|c| (c.to.clone(), c.cause))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("mql".to_string(), ChangeCause::Rules),
+            ("sal".to_string(), ChangeCause::Feedback),
+            ("sql".to_string(), ChangeCause::Rules),
+        ]
+    );
+    assert_eq!(
+        w.stage_values("sql", CrmKind::Hubspot)["lifecyclestage"],
+        "salesqualifiedlead"
+    );
+}
+
+#[test]
 fn the_rules_version_changes_with_the_file_and_is_recorded_in_the_history() {
     let v1 = DEFAULT.version().to_string();
     assert_eq!(v1.len(), 12);
@@ -1186,7 +1241,7 @@ fn a_stage_the_rules_no_longer_have_is_re_evaluated() {
 
 #[test]
 fn both_shipped_files_give_every_stage_its_crm_values() {
-    for rules in [&*DEFAULT] {
+    for rules in [&*DEFAULT, &*WATERFALL] {
         for s in rules.stages() {
             assert!(
                 s.crm_values(CrmKind::Hubspot)
