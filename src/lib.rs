@@ -1,7 +1,7 @@
 //! leadgate: signed webhooks in, qualified leads out.
 //!
 //! The modules follow the data flow:
-//! receive/verify/decode ([`ingest`]) -> persist ([`store`]) -> map -> qualify -> outbox -> deliver.
+//! receive/verify/decode ([`ingest`]) -> persist ([`store`]) -> map -> [`qualify`] -> outbox -> deliver.
 //! [`startup`] wires them; [`config`] parses the settings once; [`health`] and [`telemetry`]
 //! are for operators.
 
@@ -10,6 +10,7 @@ pub mod health;
 pub mod ingest;
 pub mod lead;
 pub mod outbox;
+pub mod qualify;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
