@@ -4,10 +4,18 @@
 use rusqlite::Connection;
 
 /// Every migration, in order; a database at version N has run the first N.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_events",
-    include_str!("../../../migrations/sqlite/0001_events.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_events",
+        include_str!("../../../migrations/sqlite/0001_events.sql"),
+    ),
+    // Reserved for the lead table (being written in parallel) so the numbering stays stable.
+    ("0002_reserved", ""),
+    (
+        "0003_outbox",
+        include_str!("../../../migrations/sqlite/0003_outbox.sql"),
+    ),
+];
 
 pub fn run(conn: &mut Connection) -> Result<(), String> {
     let current: i64 = conn

@@ -3,6 +3,7 @@
 //! of read-only connections on the blocking pool, which WAL lets run beside the writer.
 
 mod migrate;
+pub mod outbox;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use self::writer::Writer;
+use super::{Claimed, DeadLetter, OutboxDepth, RecordResult, Recorded, Requeued};
 use super::{EventId, EventStatus, Inserted, NewEvent, Store, StoreError, StoredEvent};
+use crate::outbox::CrmUpdate;
 
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 4;
@@ -203,6 +206,44 @@ impl Store for SqliteStore {
             p.clear();
         }
         Ok(())
+    }
+
+    // ---- outbox and dead letters
+    async fn enqueue_update(&self, update: CrmUpdate) -> Result<(), StoreError> {
+        self.write(move |c| outbox::enqueue(c, &update)).await
+    }
+
+    async fn claim_due(&self, limit: usize, now_ms: i64) -> Result<Vec<Claimed>, StoreError> {
+        self.write(move |c| outbox::claim_due(c, limit, now_ms))
+            .await
+    }
+
+    async fn record_results(
+        &self,
+        results: Vec<RecordResult>,
+        now_ms: i64,
+    ) -> Result<Recorded, StoreError> {
+        self.write(move |c| outbox::record(c, &results, now_ms))
+            .await
+    }
+
+    async fn release_in_flight(&self) -> Result<u64, StoreError> {
+        self.write(outbox::release_in_flight).await
+    }
+
+    async fn dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(move |c| outbox::dead_letters(c, ids.as_deref()))
+            .await
+    }
+
+    async fn requeue_dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Requeued, StoreError> {
+        let now = super::outbox::now_ms();
+        self.write(move |c| outbox::requeue_dead_letters(c, ids.as_deref(), now))
+            .await
+    }
+
+    async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
+        self.read(outbox::depth).await
     }
 }
 
