@@ -2,5 +2,6 @@
 
 mod support;
 
+mod deliver;
 mod ingest;
 mod process;
