@@ -7,9 +7,9 @@ use actix_web::http::header::HeaderName;
 use base64::Engine;
 
 use super::{
-    b64, b64_decode_lenient, check_window, mac, mac_matches, tolerance, unix_millis, unix_secs,
-    HmacSha1, HmacSha256, HmacSha512, Inbound, OptionError, Outbound, SchemeOptions, Secret,
-    SignError, Verified, Verifier, VerifyError, DEFAULT_TOLERANCE,
+    b64, b64_decode_lenient, check_window, header_name, mac, mac_matches, tolerance, unix_millis,
+    unix_secs, HmacSha1, HmacSha256, HmacSha512, Inbound, OptionError, Outbound, SchemeOptions,
+    Secret, SignError, Verified, Verifier, VerifyError, DEFAULT_TOLERANCE,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,11 +223,6 @@ pub struct HmacScheme {
     tolerance: Duration,
     secrets: Vec<Secret>,
     event_id_path: Option<&'static str>,
-}
-
-fn header_name(key: &'static str, v: &str) -> Result<HeaderName, OptionError> {
-    HeaderName::from_bytes(v.as_bytes())
-        .map_err(|_| OptionError::new(key, format!("{v:?} is not a valid header name")))
 }
 
 impl HmacScheme {

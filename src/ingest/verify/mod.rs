@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::hmac::{Hmac, Mac};
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -380,12 +380,50 @@ pub(crate) fn b64() -> &'static base64::engine::GeneralPurpose {
     &base64::engine::general_purpose::STANDARD
 }
 
+/// Standard-alphabet base64 read the way Python's and Node's decoders read it: stray low bits in
+/// the last symbol are ignored. The Standard Webhooks tests rely on that for unpadded secrets such
+/// as `MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS`, which a strict decoder refuses.
+const LENIENT_B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::general_purpose::NO_PAD.with_decode_allow_trailing_bits(true),
+);
+
 /// Decodes base64 with or without padding (providers and the Standard Webhooks tests use both).
 pub(crate) fn b64_decode_lenient(s: &str) -> Option<Vec<u8>> {
     let trimmed = s.trim().trim_end_matches('=');
-    base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(trimmed)
-        .ok()
+    LENIENT_B64.decode(trimmed).ok()
+}
+
+/// A configured header name, or an error naming the option that holds it.
+pub(crate) fn header_name(key: &'static str, v: &str) -> Result<HeaderName, OptionError> {
+    HeaderName::from_bytes(v.as_bytes())
+        .map_err(|_| OptionError::new(key, format!("{v:?} is not a valid header name")))
+}
+
+/// Reads the Unix-seconds timestamp `value` (from the header or field `name`) and refuses it
+/// outside `now ± tolerance`.
+pub(crate) fn check_unix_secs(
+    name: &str,
+    value: &str,
+    now_secs: i64,
+    tolerance: Duration,
+) -> Result<(), VerifyError> {
+    let ts = value
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| VerifyError::Malformed(name.to_string(), "not a Unix timestamp"))?;
+    check_window(ts, now_secs, tolerance)
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body into its pairs, in order, or `None` when a
+/// decoded name or value is not UTF-8. `form_urlencoded::parse` alone would replace such bytes
+/// silently, and a signature would then be checked over text the sender never sent.
+pub(crate) fn form_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
+    // `&` and `=` are ASCII before and after decoding, so the whole body decodes to UTF-8 exactly
+    // when every name and value does.
+    let decoded: Vec<u8> = percent_encoding::percent_decode(body).collect();
+    std::str::from_utf8(&decoded).ok()?;
+    Some(form_urlencoded::parse(body).into_owned().collect())
 }
 
 /// Compares two secrets in constant time, whatever their lengths (hashing first hides the length).
