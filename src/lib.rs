@@ -6,6 +6,7 @@
 //! are for operators.
 
 pub mod config;
+pub mod deliver;
 pub mod health;
 pub mod ingest;
 pub mod lead;

@@ -1,4 +1,4 @@
-//! The `leadgate` command: `serve`, `check`, `send` (and later `map`, `replay`).
+//! The `leadgate` command: `serve`, `check`, `send`, `map`, `replay`.
 //! The command implementations live in `src/cli/` (part of this binary, not of the library).
 
 mod cli;
@@ -30,6 +30,8 @@ enum Command {
     Check,
     /// Sign a payload the way the source's provider does and POST it.
     Send(cli::send::Args),
+    /// Re-deliver dead letters (`--dead-letters [--id N ...]`, `--list` to see them).
+    Replay(cli::replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Serve => cli::serve::run(config),
         Command::Check => cli::check::run(config),
         Command::Send(args) => cli::send::run(config, args),
+        Command::Replay(args) => cli::replay::run(config, args),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreConfig};
+use crate::deliver::{DeliverError, Worker};
 use crate::health::Health;
 use crate::ingest::{self, error_body, Ingest};
 use crate::store::sqlite::SqliteStore;
@@ -32,6 +33,8 @@ pub enum StartupError {
     },
     #[error("HTTP server failed: {0}")]
     Server(std::io::Error),
+    #[error("cannot start CRM delivery: {0}")]
+    Deliver(#[from] DeliverError),
 }
 
 /// A built, bound, not yet running leadgate.
@@ -41,6 +44,8 @@ pub struct Application {
     store: Arc<dyn Store>,
     stopper: Stopper,
     workers: JoinSet<()>,
+    /// Wakes the delivery worker after an enqueue (it also polls).
+    delivery_wake: Arc<Notify>,
 }
 
 /// Starts a graceful shutdown from outside (signals, tests).
@@ -63,6 +68,17 @@ impl Stopper {
         tokio::time::sleep(self.drain).await;
         self.server.stop(true).await;
         self.cancel.cancel();
+    }
+}
+
+/// Where file-based side outputs live: the directory of the database (`dry-run` requests).
+pub fn data_dir(config: &Config) -> std::path::PathBuf {
+    match &config.store {
+        StoreConfig::Sqlite { path } => path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| d.to_path_buf())
+            .unwrap_or_else(|| std::path::PathBuf::from(".")),
     }
 }
 
@@ -132,19 +148,23 @@ impl Application {
             })?
             .run();
 
+        let mut workers = JoinSet::new();
+        let delivery = Worker::new(&config.crm, Arc::clone(&store), &data_dir(&config))?;
+        let delivery_wake = delivery.waker();
+        workers.spawn(delivery.run(cancel.clone()));
         let stopper = Stopper {
             server: server.handle(),
             draining,
             drain: config.server.drain,
             cancel,
         };
-        let workers = JoinSet::new();
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
         tracing::info!(
             port,
             sources = config.sources.len(),
+            crm = config.crm.kind.as_str(),
             config = %config.origin,
             "leadgate listening"
         );
@@ -154,6 +174,7 @@ impl Application {
             store,
             stopper,
             workers,
+            delivery_wake,
         })
     }
 
@@ -163,6 +184,11 @@ impl Application {
 
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
+    }
+
+    /// Notify after enqueueing CRM updates so delivery starts without waiting for its poll.
+    pub fn delivery_waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.delivery_wake)
     }
 
     /// Runs until SIGTERM/SIGINT (or [`Stopper::stop`]), then shuts down in order.

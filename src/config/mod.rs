@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use self::crm::{CrmConfig, CrmKind};
+pub use self::crm::{CrmAuth, CrmConfig, CrmKind, RetrySettings, SalesforceSettings};
 pub use self::source::{RateLimit, SourceConfig, SourceName};
 use crate::ingest::verify::Secret;
 

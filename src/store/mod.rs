@@ -1,6 +1,7 @@
 //! Durable state behind one trait: the raw inbox (events) now; lead state, the outbox and dead
 //! letters as the pipeline grows. SQLite is the embedded default ([`sqlite::SqliteStore`]).
 
+pub mod outbox;
 pub mod sqlite;
 
 use std::fmt;
@@ -8,6 +9,11 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+
+pub use self::outbox::{
+    Claimed, DeadLetter, OutboxDepth, Outcome, RecordResult, Recorded, Requeued,
+};
+use crate::outbox::CrmUpdate;
 
 /// An inbox row's id, shown to providers and admins as `evt_<n>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -223,6 +229,27 @@ pub trait Store: Send + Sync + 'static {
     async fn lead(&self, email: &str) -> Result<Option<(LeadRecord, Vec<EventId>)>, StoreError>;
     /// Lead counts per first-touch source, campaign, current and furthest stage.
     async fn funnel(&self) -> Result<Vec<FunnelCount>, StoreError>;
+
+    // ---- outbox and dead letters
+    /// Queues one update on its own (the pipeline uses `sqlite::outbox::enqueue` inside its
+    /// transaction instead); coalesces like it.
+    async fn enqueue_update(&self, update: CrmUpdate) -> Result<(), StoreError>;
+    /// Marks up to `limit` due updates in flight and returns them.
+    async fn claim_due(&self, limit: usize, now_ms: i64) -> Result<Vec<Claimed>, StoreError>;
+    /// Records the outcome of claimed updates (delivered, retry later, dead letter).
+    async fn record_results(
+        &self,
+        results: Vec<RecordResult>,
+        now_ms: i64,
+    ) -> Result<Recorded, StoreError>;
+    /// Clears in-flight markers left by a stopped worker; returns how many.
+    async fn release_in_flight(&self) -> Result<u64, StoreError>;
+    /// Dead letters, oldest first (all, or those in `ids`).
+    async fn dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Puts dead letters back in the outbox with fresh attempts.
+    async fn requeue_dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Requeued, StoreError>;
+    /// Pending, in-flight and dead counts.
+    async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError>;
 }
 
 #[cfg(test)]

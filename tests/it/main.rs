@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod deliver;
 mod ingest;
 mod process;
 mod schemes;

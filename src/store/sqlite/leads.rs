@@ -89,7 +89,7 @@ pub fn process(
                 )?
                 .execute(params![email.as_str(), id.0])?;
                 if let Some(update) = &change.update {
-                    super::enqueue_update(conn, update)?;
+                    super::outbox::enqueue(conn, update)?;
                 }
             }
             set_status(conn, id, EventStatus::Processed, None, now_ms)?;

@@ -13,6 +13,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_leads",
         include_str!("../../../migrations/sqlite/0002_leads.sql"),
     ),
+    (
+        "0003_outbox",
+        include_str!("../../../migrations/sqlite/0003_outbox.sql"),
+    ),
 ];
 
 pub fn run(conn: &mut Connection) -> Result<(), String> {

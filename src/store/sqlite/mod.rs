@@ -4,6 +4,7 @@
 
 mod leads;
 mod migrate;
+pub mod outbox;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -14,9 +15,11 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use self::writer::Writer;
 use super::{
-    EventId, EventStatus, FunnelCount, Inserted, LeadRecord, NewEvent, Processed, ReplayFilter,
-    Store, StoreError, StoredEvent,
+    Claimed, DeadLetter, EventId, EventStatus, FunnelCount, Inserted, LeadRecord, NewEvent,
+    OutboxDepth, Processed, RecordResult, Recorded, ReplayFilter, Requeued, Store, StoreError,
+    StoredEvent,
 };
+use crate::outbox::CrmUpdate;
 
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 4;
@@ -243,16 +246,44 @@ impl Store for SqliteStore {
     async fn funnel(&self) -> Result<Vec<FunnelCount>, StoreError> {
         self.read(leads::funnel).await
     }
-}
 
-/// Queues a CRM snapshot for a lead inside the caller's transaction.
-pub(crate) fn enqueue_update(
-    _conn: &Connection,
-    _update: &crate::outbox::CrmUpdate,
-) -> Result<(), StoreError> {
-    Err(StoreError::Rejected(
-        "the outbox is not available yet".into(),
-    ))
+    // ---- outbox and dead letters
+    async fn enqueue_update(&self, update: CrmUpdate) -> Result<(), StoreError> {
+        self.write(move |c| outbox::enqueue(c, &update)).await
+    }
+
+    async fn claim_due(&self, limit: usize, now_ms: i64) -> Result<Vec<Claimed>, StoreError> {
+        self.write(move |c| outbox::claim_due(c, limit, now_ms))
+            .await
+    }
+
+    async fn record_results(
+        &self,
+        results: Vec<RecordResult>,
+        now_ms: i64,
+    ) -> Result<Recorded, StoreError> {
+        self.write(move |c| outbox::record(c, &results, now_ms))
+            .await
+    }
+
+    async fn release_in_flight(&self) -> Result<u64, StoreError> {
+        self.write(outbox::release_in_flight).await
+    }
+
+    async fn dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(move |c| outbox::dead_letters(c, ids.as_deref()))
+            .await
+    }
+
+    async fn requeue_dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Requeued, StoreError> {
+        let now = super::outbox::now_ms();
+        self.write(move |c| outbox::requeue_dead_letters(c, ids.as_deref(), now))
+            .await
+    }
+
+    async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
+        self.read(outbox::depth).await
+    }
 }
 
 /// Reads a `meta` value (used by tests and admin tooling).

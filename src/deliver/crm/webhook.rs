@@ -1,0 +1,198 @@
+//! Generic webhook: POSTs each lead as JSON to a configured URL, signed with the Standard
+//! Webhooks scheme (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`) through
+//! the same verifier code that checks inbound Standard Webhooks, so both sides agree by
+//! construction. `webhook-id` is stable per lead version, so a receiver can drop redeliveries.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use super::{BuildError, Connector, Delivered, Http, Item, PreparedRequest, REDACTED};
+use crate::config::{CrmAuth, CrmConfig, CrmKind, RateLimit};
+use crate::deliver::limiter::PauseReason;
+use crate::deliver::retry::{classify_status, retry_after, Failure, StatusClass};
+use crate::ingest::verify::{self, Outbound, SchemeOptions, Verifier};
+
+/// The event type in the payload.
+pub const EVENT_TYPE: &str = "lead.updated";
+
+pub struct Webhook {
+    http: Http,
+    url: String,
+    signer: Option<Arc<dyn Verifier>>,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+impl Webhook {
+    pub fn new(config: &CrmConfig, http: Http) -> Result<Self, BuildError> {
+        let signer = match &config.auth {
+            CrmAuth::SigningSecret(s) => Some(Arc::from(
+                verify::build(
+                    "standard-webhooks",
+                    &SchemeOptions::default(),
+                    vec![s.clone()],
+                )
+                .map_err(|e| BuildError::Config(format!("crm.secret_env: {}", e.reason)))?,
+            )),
+            _ => None,
+        };
+        Ok(Self {
+            http,
+            url: config.base_url.clone(),
+            signer,
+            batch_size: config.batch_size,
+        })
+    }
+
+    /// `{"type", "timestamp", "data"}`, the Standard Webhooks payload shape. A withheld stage
+    /// (it would lower the receiver's) is left out of `data`.
+    pub fn payload(item: &Item) -> Value {
+        let mut data = serde_json::to_value(&item.update).unwrap_or(Value::Null);
+        if !item.send_stage {
+            if let Some(o) = data.as_object_mut() {
+                for k in ["stage", "stage_rank", "stage_values"] {
+                    o.remove(k);
+                }
+            }
+        }
+        json!({
+            "type": EVENT_TYPE,
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "data": data,
+        })
+    }
+
+    /// Stable per lead version and free of personal data: a hash of the email plus the version.
+    pub fn message_id(item: &Item) -> String {
+        let h = sha2::Sha256::digest(item.update.email.as_str().as_bytes());
+        format!("msg_{}_{}", hex::encode(&h[..8]), item.update.version)
+    }
+
+    fn outbound(&self, item: &Item) -> Result<Outbound, Failure> {
+        let body = serde_json::to_vec(&Self::payload(item))
+            .map_err(|e| Failure::Permanent(format!("webhook: cannot encode the lead: {e}")))?;
+        let mut out = Outbound::new(self.url.clone(), "application/json", body);
+        out.set_header("webhook-id", Self::message_id(item));
+        if let Some(s) = &self.signer {
+            s.sign(&mut out)
+                .map_err(|e| Failure::Permanent(format!("webhook: cannot sign: {e}")))?;
+        }
+        Ok(out)
+    }
+
+    async fn one(&self, item: &Item) -> Result<Delivered, Failure> {
+        let out = self.outbound(item)?;
+        let mut req = self
+            .http
+            .client
+            .post(&out.url)
+            .header(reqwest::header::CONTENT_TYPE, &out.content_type)
+            .body(out.body);
+        for (k, v) in &out.headers {
+            req = req.header(k, v);
+        }
+        let a = self.http.send(req).await?;
+        match classify_status(a.status) {
+            StatusClass::Success => Ok(Delivered::default()),
+            StatusClass::RateLimited => {
+                let wait = retry_after(&a.headers).unwrap_or(std::time::Duration::from_secs(5));
+                self.http.limiter.pause_for(wait, PauseReason::RateLimited);
+                Err(Failure::Paused(format!("webhook {}", a.status)))
+            }
+            StatusClass::Transient => Err(Failure::Transient(format!("webhook {}", a.status))),
+            // A receiver refusing our signature is a configuration problem: dead letters keep
+            // the leads until it is fixed and they are replayed.
+            StatusClass::Auth | StatusClass::Permanent => Err(Failure::Permanent(format!(
+                "webhook {}: {}",
+                a.status,
+                super::describe_text(&a.text)
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for Webhook {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn default_quota(&self) -> RateLimit {
+        CrmKind::Webhook.default_rate_limit()
+    }
+
+    fn prepare(&self, batch: &[Item]) -> Vec<PreparedRequest> {
+        batch
+            .iter()
+            .map(|item| PreparedRequest {
+                method: "POST".into(),
+                url: self.url.clone(),
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("webhook-id".into(), Self::message_id(item)),
+                    ("webhook-timestamp".into(), "<unix seconds>".into()),
+                    ("webhook-signature".into(), format!("v1,{REDACTED}")),
+                ],
+                body: Self::payload(item),
+            })
+            .collect()
+    }
+
+    async fn send(&self, batch: &[Item]) -> Vec<Result<Delivered, Failure>> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut stopped: Option<Failure> = None;
+        for item in batch {
+            if let Some(f) = &stopped {
+                out.push(Err(f.clone()));
+                continue;
+            }
+            let r = self.one(item).await;
+            if let Err(f @ Failure::Paused(_)) = &r {
+                stopped = Some(f.clone());
+            }
+            out.push(r);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::crm::test_support::update;
+
+    #[test]
+    fn message_ids_are_stable_per_version_and_hide_the_email() {
+        let mut a = Item::new(update("ada@example.com", "mql", 3));
+        let id = Webhook::message_id(&a);
+        assert_eq!(id, Webhook::message_id(&a));
+        assert!(!id.contains("ada"));
+        a.update.version = 2;
+        assert_ne!(id, Webhook::message_id(&a));
+    }
+
+    #[test]
+    fn a_withheld_stage_is_left_out_of_the_payload() {
+        let mut a = Item::new(update("ada@example.com", "lead", 2));
+        assert_eq!(Webhook::payload(&a)["data"]["stage"], "lead");
+        a.send_stage = false;
+        let p = Webhook::payload(&a);
+        assert!(p["data"].get("stage").is_none());
+        assert_eq!(p["data"]["email"], "ada@example.com");
+        assert_eq!(p["type"], EVENT_TYPE);
+    }
+}

@@ -1,0 +1,162 @@
+//! One limiter per CRM account: a governor rate limiter every HTTP attempt (retries included) waits
+//! on, and a shared gate that a 429, `Retry-After`, an exhausted daily allowance or refused
+//! credentials close until a given instant. While the gate is closed nothing is sent at all.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::config::RateLimit;
+
+/// Why delivery is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// The CRM said slow down (429, 423, 477) or its window's remaining count reached 0.
+    RateLimited,
+    /// The daily allowance is used up (or down to the configured reserve).
+    DailyLimit,
+    /// The CRM refused the credentials; retried after a while in case they are fixed.
+    Auth,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::RateLimited => "rate_limited",
+            PauseReason::DailyLimit => "daily_limit",
+            PauseReason::Auth => "auth",
+        }
+    }
+}
+
+/// Delivery is paused until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    pub until: Instant,
+    pub reason: PauseReason,
+}
+
+/// The evenly paced quota used for `limit`: one request every `per / (requests - 1)`, no burst.
+///
+/// The CRMs count requests in rolling windows (HubSpot 10 s, Pipedrive 2 s). A bursting token
+/// bucket admits up to burst + refill requests in one window, nearly twice the quota; evenly
+/// spaced requests admit at most `requests - 1` per window, and the one left spare absorbs network
+/// jitter compressing two arrivals together.
+pub fn paced_quota(limit: &RateLimit) -> Quota {
+    let n = limit.requests.get();
+    let slots = if n > 1 { n - 1 } else { 1 };
+    let period = limit.per / slots;
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(NonZeroU32::MIN)
+}
+
+/// A rate limiter plus a pause gate for one CRM account.
+#[derive(Debug)]
+pub struct Limiter {
+    rate: DefaultDirectRateLimiter,
+    gate: Mutex<Option<Pause>>,
+}
+
+impl Limiter {
+    pub fn new(limit: &RateLimit) -> Self {
+        Self {
+            rate: RateLimiter::direct(paced_quota(limit)),
+            gate: Mutex::new(None),
+        }
+    }
+
+    /// Waits for a rate-limit token; fails at once with the pause while delivery is paused.
+    /// Call before every HTTP attempt.
+    pub async fn acquire(&self) -> Result<(), Pause> {
+        if let Some(p) = self.paused() {
+            return Err(p);
+        }
+        self.rate.until_ready().await;
+        // A 429 may have closed the gate while this attempt waited for its token.
+        match self.paused() {
+            Some(p) => Err(p),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the gate until `until`; an existing longer pause is kept.
+    pub fn pause(&self, until: Instant, reason: PauseReason) {
+        if let Ok(mut g) = self.gate.lock() {
+            match *g {
+                Some(p) if p.until >= until => {}
+                _ => *g = Some(Pause { until, reason }),
+            }
+        }
+    }
+
+    /// [`pause`](Self::pause) for `wait` from now.
+    pub fn pause_for(&self, wait: Duration, reason: PauseReason) {
+        self.pause(Instant::now() + wait, reason);
+    }
+
+    /// The current pause, if the gate is closed.
+    pub fn paused(&self) -> Option<Pause> {
+        let mut g = self.gate.lock().ok()?;
+        match *g {
+            Some(p) if p.until > Instant::now() => Some(p),
+            Some(_) => {
+                *g = None;
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// A separate limiter for an endpoint with its own lower quota (Pipedrive search). Requests to it
+/// take a token here *and* from the account's [`Limiter`].
+#[derive(Debug)]
+pub struct SubLimiter(DefaultDirectRateLimiter);
+
+impl SubLimiter {
+    pub fn new(limit: &RateLimit) -> Self {
+        SubLimiter(RateLimiter::direct(paced_quota(limit)))
+    }
+
+    pub async fn acquire(&self) {
+        self.0.until_ready().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(n: u32, secs: u64) -> RateLimit {
+        RateLimit {
+            requests: NonZeroU32::new(n).unwrap(),
+            per: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn the_paced_quota_never_admits_more_than_the_limit_in_a_window() {
+        let q = paced_quota(&limit(100, 10));
+        assert_eq!(q.burst_size().get(), 1);
+        // 99 evenly spaced requests per 10 s: one spare for jitter.
+        assert_eq!(q.replenish_interval(), Duration::from_secs(10) / 99);
+        let one = paced_quota(&limit(1, 2));
+        assert_eq!(one.replenish_interval(), Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_pause_closes_the_gate_until_it_passes_and_is_never_shortened() {
+        let l = Limiter::new(&limit(1000, 1));
+        assert!(l.acquire().await.is_ok());
+        l.pause_for(Duration::from_millis(80), PauseReason::RateLimited);
+        l.pause_for(Duration::from_millis(10), PauseReason::Auth);
+        let p = l.acquire().await.unwrap_err();
+        assert_eq!(p.reason, PauseReason::RateLimited);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(l.paused().is_none());
+        assert!(l.acquire().await.is_ok());
+    }
+}

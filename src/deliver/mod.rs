@@ -1,0 +1,279 @@
+//! Delivery: the worker that takes pending CRM updates from the outbox and sends them through the
+//! configured connector, under one rate limiter per CRM account.
+//!
+//! One [`Worker::step`] claims up to a batch of due updates, withholds any stage that would lower
+//! the one the CRM already has, sends, and records each record's outcome (delivered, retry later,
+//! dead letter). Tests drive `step` directly; [`Worker::run`] loops it until cancelled, finishing
+//! the current batch first. A restart releases whatever was in flight, and since every send is an
+//! upsert of the lead's newest state, sending it again cannot create a duplicate.
+
+pub mod crm;
+pub mod limiter;
+pub mod retry;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use self::crm::{BuildError, Connector, Item};
+use self::limiter::{Limiter, Pause};
+use self::retry::{Failure, RetryPolicy};
+use crate::config::CrmConfig;
+use crate::store::outbox::now_ms;
+use crate::store::{Outcome, RecordResult, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Nothing due; `next_due_in` is when the earliest pending update becomes due, if any.
+    Idle { next_due_in: Option<Duration> },
+    /// Delivery is paused (rate limit, daily allowance, credentials); nothing was claimed.
+    Paused(Pause),
+    /// A batch was sent.
+    Sent(StepReport),
+}
+
+/// Counts for one sent batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub records: usize,
+    pub delivered: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub superseded: u64,
+    /// Records sent without their stage because it would have lowered the CRM's.
+    pub stages_withheld: usize,
+}
+
+/// The delivery worker.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    connector: Arc<dyn Connector>,
+    limiter: Arc<Limiter>,
+    policy: RetryPolicy,
+    batch_size: usize,
+    poll_interval: Duration,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// Builds the configured connector with a fresh limiter. `data_dir` is where `dry-run`
+    /// records its requests.
+    pub fn new(
+        config: &CrmConfig,
+        store: Arc<dyn Store>,
+        data_dir: &Path,
+    ) -> Result<Worker, DeliverError> {
+        let limiter = Arc::new(Limiter::new(&config.rate_limit));
+        let connector = crm::build(config, Arc::clone(&limiter), data_dir)?;
+        Ok(Self::with_connector(config, store, connector, limiter))
+    }
+
+    /// A worker around a given connector and its limiter (tests, benchmarks).
+    pub fn with_connector(
+        config: &CrmConfig,
+        store: Arc<dyn Store>,
+        connector: Arc<dyn Connector>,
+        limiter: Arc<Limiter>,
+    ) -> Worker {
+        Worker {
+            store,
+            batch_size: config.batch_size.min(connector.batch_size()).max(1),
+            connector,
+            limiter,
+            policy: RetryPolicy::new(config.retry),
+            poll_interval: config.poll_interval,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notify this after enqueueing to have the worker look at once instead of at its next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    pub fn connector(&self) -> &Arc<dyn Connector> {
+        &self.connector
+    }
+
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    /// Makes updates left in flight by a stopped worker claimable again. Call once before the
+    /// first step ([`run`](Self::run) does).
+    pub async fn resume(&self) -> Result<u64, StoreError> {
+        let n = self.store.release_in_flight().await?;
+        if n > 0 {
+            tracing::info!(
+                crm = self.connector.name(),
+                records = n,
+                "resuming updates that were in flight when delivery last stopped"
+            );
+        }
+        Ok(n)
+    }
+
+    /// Claims, sends and records one batch.
+    pub async fn step(&self) -> Result<StepOutcome, DeliverError> {
+        if let Some(p) = self.limiter.paused() {
+            return Ok(StepOutcome::Paused(p));
+        }
+        let claimed = self.store.claim_due(self.batch_size, now_ms()).await?;
+        if claimed.is_empty() {
+            let depth = self.store.outbox_depth().await?;
+            metrics::gauge!("leadgate_outbox_pending").set(depth.pending as f64);
+            metrics::gauge!("leadgate_dead_letters").set(depth.dead_letters as f64);
+            let next_due_in = depth
+                .next_due_at_ms
+                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
+            return Ok(StepOutcome::Idle { next_due_in });
+        }
+
+        // The outbox keys rows by email, so a claim never holds a lead twice; checked anyway,
+        // because HubSpot refuses a batch that names an email twice.
+        let mut seen = HashSet::new();
+        let mut items = Vec::with_capacity(claimed.len());
+        let mut meta = Vec::with_capacity(claimed.len());
+        let mut report = StepReport {
+            records: claimed.len(),
+            ..StepReport::default()
+        };
+        let mut late: Vec<RecordResult> = Vec::new();
+        for c in claimed {
+            if !seen.insert(c.update.email.clone()) {
+                late.push(RecordResult {
+                    email: c.update.email.clone(),
+                    version: c.update.version,
+                    outcome: Outcome::Retry {
+                        at_ms: now_ms(),
+                        error: "held back: the same lead was already in this batch".into(),
+                        charge: false,
+                    },
+                });
+                continue;
+            }
+            let send_stage = c.delivered_rank.is_none_or(|r| c.update.stage_rank >= r);
+            if !send_stage {
+                report.stages_withheld += 1;
+            }
+            meta.push((c.attempts, c.first_queued_at_ms, send_stage));
+            items.push(Item {
+                update: c.update,
+                send_stage,
+                crm_ref: c.crm_ref,
+            });
+        }
+
+        let started = Instant::now();
+        let mut results = self.connector.send(&items).await;
+        if results.len() != items.len() {
+            tracing::error!(
+                crm = self.connector.name(),
+                expected = items.len(),
+                got = results.len(),
+                "connector returned the wrong number of results"
+            );
+            results.resize_with(items.len(), || {
+                Err(Failure::Transient("no result from the connector".into()))
+            });
+        }
+        let now = now_ms();
+        let pause = self.limiter.paused().map(|p| p.until);
+        let crm = self.connector.name();
+        let mut records = late;
+        for ((item, (attempts, first, send_stage)), result) in items.iter().zip(meta).zip(results) {
+            let outcome = match result {
+                Ok(d) => Outcome::Delivered {
+                    stage_rank: send_stage.then_some(item.update.stage_rank),
+                    crm_ref: d.crm_ref,
+                },
+                Err(f) => self.policy.decide(crm, &f, attempts, first, now, pause),
+            };
+            let label = match &outcome {
+                Outcome::Delivered { .. } => "delivered",
+                Outcome::Retry { charge: true, .. } => "retry",
+                Outcome::Retry { charge: false, .. } => "paused",
+                Outcome::Dead { .. } => "dead_letter",
+            };
+            metrics::counter!("leadgate_crm_records_total", "crm" => crm, "outcome" => label)
+                .increment(1);
+            records.push(RecordResult {
+                email: item.update.email.clone(),
+                version: item.update.version,
+                outcome,
+            });
+        }
+        let recorded = self.store.record_results(records, now).await?;
+        report.delivered = recorded.delivered;
+        report.retried = recorded.retried;
+        report.dead = recorded.dead;
+        report.superseded = recorded.superseded;
+        metrics::histogram!("leadgate_crm_batch_seconds", "crm" => crm)
+            .record(started.elapsed().as_secs_f64());
+        if report.dead > 0 {
+            tracing::warn!(
+                crm,
+                dead = report.dead,
+                "updates moved to dead letters; see `leadgate replay --dead-letters`"
+            );
+        }
+        tracing::info!(
+            crm,
+            records = report.records,
+            delivered = report.delivered,
+            retried = report.retried,
+            dead = report.dead,
+            stages_withheld = report.stages_withheld,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "delivery batch done"
+        );
+        Ok(StepOutcome::Sent(report))
+    }
+
+    /// Steps until `cancel` fires; a batch in progress is finished and recorded first.
+    pub async fn run(self, cancel: CancellationToken) {
+        if let Err(e) = self.resume().await {
+            tracing::error!(error = %e, "cannot release updates left in flight");
+        }
+        tracing::info!(
+            crm = self.connector.name(),
+            batch_size = self.batch_size,
+            "delivery worker started"
+        );
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let wait = match self.step().await {
+                Ok(StepOutcome::Sent(_)) => continue,
+                Ok(StepOutcome::Idle { next_due_in }) => {
+                    next_due_in.map_or(self.poll_interval, |d| d.min(self.poll_interval))
+                }
+                Ok(StepOutcome::Paused(p)) => p.until.saturating_duration_since(Instant::now()),
+                Err(e) => {
+                    tracing::error!(error = %e, "delivery step failed; retrying after the poll interval");
+                    self.poll_interval
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+        tracing::info!(crm = self.connector.name(), "delivery worker stopped");
+    }
+}
