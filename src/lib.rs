@@ -9,6 +9,7 @@ pub mod config;
 pub mod health;
 pub mod ingest;
 pub mod lead;
+pub mod mapping;
 pub mod outbox;
 pub mod startup;
 pub mod store;
