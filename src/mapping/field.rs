@@ -15,8 +15,7 @@ use serde_json::Value;
 
 use super::file::Errors;
 use super::selector::{is_empty, Scope, Selector, Selectors};
-use super::transform::{scalar, Transform, TransformCx};
-use phonenumber::country::Id as Region;
+use super::transform::{scalar, ParseCx, Transform, TransformCx};
 
 const TABLE_KEYS: &str = "select, value, vars, transform, on_error";
 
@@ -49,15 +48,13 @@ impl FieldSpec {
     pub fn parse(
         v: &toml::Value,
         key: &str,
-        region: Region,
+        cx: &ParseCx<'_>,
         errs: &mut Errors,
     ) -> Option<FieldSpec> {
         let before = errs.len();
         let alternatives: Vec<Alternative> = match v {
             toml::Value::String(_) | toml::Value::Table(_) => {
-                Alternative::parse(v, key, region, errs)
-                    .into_iter()
-                    .collect()
+                Alternative::parse(v, key, cx, errs).into_iter().collect()
             }
             toml::Value::Array(list) if list.is_empty() => {
                 errs.push(key, "an empty list selects nothing");
@@ -70,7 +67,7 @@ impl FieldSpec {
                     let k = format!("{key}[{i}]");
                     match item {
                         toml::Value::String(_) | toml::Value::Table(_) => {
-                            Alternative::parse(item, &k, region, errs)
+                            Alternative::parse(item, &k, cx, errs)
                         }
                         _ => {
                             errs.push(k, "each alternative is a JSONPath string or a table");
@@ -127,7 +124,12 @@ impl FieldSpec {
 }
 
 impl Alternative {
-    fn parse(v: &toml::Value, key: &str, region: Region, errs: &mut Errors) -> Option<Alternative> {
+    fn parse(
+        v: &toml::Value,
+        key: &str,
+        cx: &ParseCx<'_>,
+        errs: &mut Errors,
+    ) -> Option<Alternative> {
         if let toml::Value::String(s) = v {
             return match Selector::parse(s) {
                 Ok(sel) => Some(Alternative::select(Selectors::new(vec![sel]))),
@@ -188,8 +190,8 @@ impl Alternative {
                 None => errs.push(format!("{key}.vars"), "vars is a table of name = JSONPath"),
             }
         }
-        let cx = TransformCx {
-            default_region: region,
+        let tcx = TransformCx {
+            file: cx,
             vars: &var_names,
         };
         let mut transforms = Vec::new();
@@ -197,14 +199,14 @@ impl Alternative {
             None => {}
             Some(toml::Value::Array(list)) => {
                 for (i, tv) in list.iter().enumerate() {
-                    match Transform::parse(tv, &cx) {
+                    match Transform::parse(tv, &tcx) {
                         Ok(tr) => transforms.push(tr),
                         Err(e) => errs.push(format!("{key}.transform[{i}]"), e),
                     }
                 }
             }
             // A single transform need not be wrapped in a list.
-            Some(one) => match Transform::parse(one, &cx) {
+            Some(one) => match Transform::parse(one, &tcx) {
                 Ok(tr) => transforms.push(tr),
                 Err(e) => errs.push(format!("{key}.transform"), e),
             },
@@ -320,7 +322,12 @@ mod tests {
     fn spec(src: &str) -> Result<FieldSpec, Vec<String>> {
         let doc: toml::Table = format!("f = {src}").parse().unwrap();
         let mut errs = Errors::new("m.toml");
-        FieldSpec::parse(&doc["f"], "lead.fields.f", "US".parse().unwrap(), &mut errs)
+        let lookups = std::collections::HashMap::new();
+        let cx = ParseCx {
+            region: "US".parse().unwrap(),
+            lookups: &lookups,
+        };
+        FieldSpec::parse(&doc["f"], "lead.fields.f", &cx, &mut errs)
             .ok_or_else(|| errs.into_vec().into_iter().map(|e| e.to_string()).collect())
     }
 

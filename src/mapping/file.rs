@@ -17,7 +17,7 @@ use super::field::FieldSpec;
 use super::output::{Block, EngagementOutput, Failure, LeadOutput};
 use super::selector::{Scope, Selector};
 use super::testcase::TestCase;
-use super::transform::text;
+use super::transform::{text, Lookup, ParseCx};
 use super::MappingError;
 use crate::ingest::decode::Limits;
 use crate::lead::{EngagementKind, FieldName, Mapped};
@@ -72,6 +72,8 @@ struct RawFile {
     lead: Vec<RawLead>,
     #[serde(default)]
     engagement: Vec<RawEngagement>,
+    #[serde(default)]
+    lookup: BTreeMap<String, toml::Value>,
     #[serde(default)]
     test: Vec<toml::Table>,
 }
@@ -272,6 +274,19 @@ impl<'a> Loader<'a> {
             }
         };
         let dir = path.parent().unwrap_or(Path::new("."));
+        let mut lookups = HashMap::new();
+        for (name, table) in &raw.lookup {
+            match Lookup::parse(table) {
+                Ok(l) => {
+                    lookups.insert(name.clone(), l);
+                }
+                Err(e) => errs.push(format!("lookup.{}", toml_key(name)), e),
+            }
+        }
+        let cx = ParseCx {
+            region: self.region,
+            lookups: &lookups,
+        };
         let body = self.compile_body(
             raw.route,
             raw.lead,
@@ -280,6 +295,7 @@ impl<'a> Loader<'a> {
             source,
             limits,
             routed,
+            &cx,
             &mut errs,
         );
         let mut tests = Vec::new();
@@ -315,6 +331,7 @@ impl<'a> Loader<'a> {
         source: &str,
         limits: &Limits,
         routed: bool,
+        cx: &ParseCx<'_>,
         errs: &mut Errors,
     ) -> Option<Body> {
         let has_outputs = !leads.is_empty() || !engagements.is_empty();
@@ -344,19 +361,18 @@ impl<'a> Loader<'a> {
                 None
             }
             None => {
-                let region = self.region;
                 let (n_leads, n_engagements) = (leads.len(), engagements.len());
                 let lead_key = |i: usize| block_key("lead", i, n_leads);
                 let eng_key = |i: usize| block_key("engagement", i, n_engagements);
                 let leads: Vec<LeadOutput> = leads
                     .into_iter()
                     .enumerate()
-                    .filter_map(|(i, l)| compile_lead(l, lead_key(i), region, errs))
+                    .filter_map(|(i, l)| compile_lead(l, lead_key(i), cx, errs))
                     .collect();
                 let engagements: Vec<EngagementOutput> = engagements
                     .into_iter()
                     .enumerate()
-                    .filter_map(|(i, e)| compile_engagement(e, eng_key(i), region, errs))
+                    .filter_map(|(i, e)| compile_engagement(e, eng_key(i), cx, errs))
                     .collect();
                 Some(Body::Outputs { leads, engagements })
             }
@@ -472,7 +488,7 @@ fn compile_block(
     for_each: Option<String>,
     email: Option<toml::Value>,
     at: Option<toml::Value>,
-    region: Region,
+    cx: &ParseCx<'_>,
     errs: &mut Errors,
 ) -> Option<Block> {
     let before = errs.len();
@@ -487,7 +503,7 @@ fn compile_block(
             .ok()
     });
     let email = match email {
-        Some(e) => FieldSpec::parse(&e, &format!("{key}.email"), region, errs),
+        Some(e) => FieldSpec::parse(&e, &format!("{key}.email"), cx, errs),
         None => {
             errs.push(
                 format!("{key}.email"),
@@ -496,7 +512,7 @@ fn compile_block(
             None
         }
     };
-    let at = at.and_then(|a| FieldSpec::parse(&a, &format!("{key}.at"), region, errs));
+    let at = at.and_then(|a| FieldSpec::parse(&a, &format!("{key}.at"), cx, errs));
     match email {
         Some(email) if errs.len() == before => Some(Block {
             key,
@@ -509,15 +525,20 @@ fn compile_block(
     }
 }
 
-fn compile_lead(l: RawLead, key: String, region: Region, errs: &mut Errors) -> Option<LeadOutput> {
+fn compile_lead(
+    l: RawLead,
+    key: String,
+    cx: &ParseCx<'_>,
+    errs: &mut Errors,
+) -> Option<LeadOutput> {
     let before = errs.len();
-    let block = compile_block(key.clone(), l.when, l.for_each, l.email, l.at, region, errs);
+    let block = compile_block(key.clone(), l.when, l.for_each, l.email, l.at, cx, errs);
     let mut fields = Vec::new();
     for (name, spec) in flatten_custom(&l.fields) {
         let fkey = format!("{key}.fields.{name}");
         match FieldName::parse(&name) {
             Ok(field) => {
-                if let Some(spec) = FieldSpec::parse(spec, &fkey, region, errs) {
+                if let Some(spec) = FieldSpec::parse(spec, &fkey, cx, errs) {
                     fields.push((field, spec));
                 }
             }
@@ -550,7 +571,7 @@ pub(crate) fn flatten_custom(t: &toml::Table) -> Vec<(String, &toml::Value)> {
 fn compile_engagement(
     e: RawEngagement,
     key: String,
-    region: Region,
+    cx: &ParseCx<'_>,
     errs: &mut Errors,
 ) -> Option<EngagementOutput> {
     let before = errs.len();
@@ -566,7 +587,7 @@ fn compile_engagement(
             None
         }
     };
-    let block = compile_block(key.clone(), e.when, e.for_each, e.email, e.at, region, errs);
+    let block = compile_block(key.clone(), e.when, e.for_each, e.email, e.at, cx, errs);
     let mut detail = Vec::new();
     for (name, spec) in &e.detail {
         let dkey = format!("{key}.detail.{name}");
@@ -578,7 +599,7 @@ fn compile_engagement(
             errs.push(dkey, "detail names use a-z, 0-9 and _");
             continue;
         }
-        if let Some(spec) = FieldSpec::parse(spec, &dkey, region, errs) {
+        if let Some(spec) = FieldSpec::parse(spec, &dkey, cx, errs) {
             detail.push((name.clone(), spec));
         }
     }

@@ -98,10 +98,17 @@ pub(crate) enum Transform {
     TallyOptions,
 }
 
+/// What every value in a file is parsed with: settings and the file's named lookup tables.
+pub(crate) struct ParseCx<'a> {
+    /// `[mapping] default_phone_region` from the settings.
+    pub region: Region,
+    /// The file's `[lookup.<name>]` tables.
+    pub lookups: &'a HashMap<String, Lookup>,
+}
+
 /// What parsing a transform needs to know about its surroundings.
 pub(crate) struct TransformCx<'a> {
-    /// `[mapping] default_phone_region` from the settings.
-    pub default_region: Region,
+    pub file: &'a ParseCx<'a>,
     /// Names of the field's `vars`, which templates may use.
     pub vars: &'a [String],
 }
@@ -129,7 +136,7 @@ impl Transform {
             "lower" => Transform::Lower,
             "upper" => Transform::Upper,
             "email" => Transform::Email,
-            "phone" => Transform::Phone(cx.default_region),
+            "phone" => Transform::Phone(cx.file.region),
             "domain" => Transform::Domain,
             "number" => Transform::Number,
             "boolean" => Transform::Boolean,
@@ -201,7 +208,25 @@ impl Transform {
             "default" => {
                 Transform::Default(scalar(arg).ok_or("default takes a string, number or boolean")?)
             }
-            "lookup" => Transform::Lookup(Lookup::parse(arg)?),
+            "lookup" => Transform::Lookup(match arg {
+                // A named table: `[lookup.countries]` in the same file.
+                toml::Value::String(name) => {
+                    cx.file.lookups.get(name).cloned().ok_or_else(|| {
+                        let mut known: Vec<&str> =
+                            cx.file.lookups.keys().map(String::as_str).collect();
+                        known.sort_unstable();
+                        if known.is_empty() {
+                            format!("no [lookup.{name}] table in this file")
+                        } else {
+                            format!(
+                                "no [lookup.{name}] table in this file (it has {})",
+                                known.join(", ")
+                            )
+                        }
+                    })?
+                }
+                inline => Lookup::parse(inline)?,
+            }),
             "template" => Transform::Template(Template::parse(text()?, cx.vars)?),
             "trim" | "lower" | "upper" | "email" | "domain" | "number" | "boolean"
             | "tally_options" => {
@@ -383,7 +408,7 @@ fn join(v: Value, sep: &str) -> Option<Value> {
 }
 
 impl Lookup {
-    fn parse(arg: &toml::Value) -> Result<Lookup, String> {
+    pub fn parse(arg: &toml::Value) -> Result<Lookup, String> {
         let t = arg.as_table().ok_or(
             "lookup takes a table: { lookup = { \"from\" = \"to\", \"*\" = \"otherwise\" } }",
         )?;
@@ -814,10 +839,21 @@ mod tests {
     fn parse_with_vars(src: &str, vars: &[&str]) -> Result<Transform, String> {
         let doc: toml::Table = format!("t = {src}").parse().unwrap();
         let vars: Vec<String> = vars.iter().map(|s| s.to_string()).collect();
+        let lookups = HashMap::from([(
+            "countries".to_string(),
+            Lookup::parse(&toml::Value::Table(
+                "\"United Kingdom\" = \"GB\"".parse().unwrap(),
+            ))
+            .unwrap(),
+        )]);
+        let file = ParseCx {
+            region: region("US"),
+            lookups: &lookups,
+        };
         Transform::parse(
             &doc["t"],
             &TransformCx {
-                default_region: region("US"),
+                file: &file,
                 vars: &vars,
             },
         )
@@ -1009,6 +1045,14 @@ mod tests {
         assert_eq!(ok(t, json!("5000")), json!("large"));
         let e = parse("{ lookup = { \"Yes\" = 1, \" yes\" = 2 } }").unwrap_err();
         assert!(e.contains("are the same key"), "{e}");
+        assert_eq!(
+            ok("{ lookup = \"countries\" }", json!("united kingdom")),
+            json!("GB")
+        );
+        assert_eq!(
+            parse("{ lookup = \"regions\" }").unwrap_err(),
+            "no [lookup.regions] table in this file (it has countries)"
+        );
     }
 
     #[test]

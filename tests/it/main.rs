@@ -3,4 +3,5 @@
 mod support;
 
 mod ingest;
+mod mapping;
 mod process;
