@@ -236,10 +236,13 @@ impl<'a> Loader<'a> {
 
     /// The name a file gets in messages.
     pub fn display(&self, path: &Path) -> String {
-        path.strip_prefix(self.base_dir)
-            .unwrap_or(path)
-            .display()
-            .to_string()
+        let rel = path.strip_prefix(self.base_dir).unwrap_or(path);
+        // `./mappings/x.toml` (a base of ".") reads better as `mappings/x.toml`.
+        let shown: PathBuf = rel
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        shown.display().to_string()
     }
 
     /// Loads `path` (and the files it routes to). `source` names test results' leads, and

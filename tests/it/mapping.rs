@@ -159,3 +159,187 @@ fn the_shipped_mappings_pass_their_own_test_cases() {
     let failures: Vec<String> = set.run_tests().iter().map(ToString::to_string).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn the_root_settings_file_wires_its_sources_to_the_shipped_mappings() {
+    let env: EnvVars = [
+        "TYPEFORM_SECRET",
+        "TALLY_SECRET",
+        "CALENDLY_SIGNING_KEY",
+        "MAILCHIMP_WEBHOOK_TOKEN",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), "x".to_string()))
+    .collect();
+    let config = Config::load(Some(&root().join("leadgate.toml")), &env).unwrap();
+    let set = MappingSet::load(&config).unwrap_or_else(|errs| {
+        panic!(
+            "{}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert_eq!(
+        set.sources(),
+        vec!["calendly", "mailchimp", "tally", "typeform"]
+    );
+}
+
+// ---- the commands, as an admin runs them ----
+
+fn leadgate(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_leadgate"))
+        .current_dir(dir)
+        .args(args)
+        .env("TF_SECRET", "x")
+        .env_remove("LEADGATE_CONFIG")
+        .output()
+        .expect("leadgate runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A settings file with one source `forms` whose mapping is `mapping`.
+fn admin_dir(mapping: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leadgate.toml"),
+        "[[sources]]\nname = \"forms\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\nmapping = \"mappings/forms.toml\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("mappings")).unwrap();
+    std::fs::write(dir.path().join("mappings/forms.toml"), mapping).unwrap();
+    dir
+}
+
+const BROKEN: &str = r#"
+[[lead]]
+[lead.fields]
+jobtitle = "$.job"
+phone = { select = "$.phone", transform = ["e164"] }
+company = "$.answers[?@.ref == ]"
+"#;
+
+#[test]
+fn check_on_a_broken_mapping_prints_each_error_and_exits_1() {
+    let dir = admin_dir(BROKEN);
+    let (code, stdout, stderr) = leadgate(dir.path(), &["check"]);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let jsonpath_error = serde_json_path::JsonPath::parse("$.answers[?@.ref == ]").unwrap_err();
+    assert_eq!(
+        lines,
+        vec![
+            "error: mappings/forms.toml: lead.email: missing: every output needs an email selector (the lead's key)".to_string(),
+            format!("error: mappings/forms.toml: lead.fields.company: \"$.answers[?@.ref == ]\" is not a valid JSONPath: {jsonpath_error}"),
+            format!("error: mappings/forms.toml: lead.fields.jobtitle: unknown field \"jobtitle\"; known fields are {}, or custom.<name> for your own", leadgate::lead::KNOWN_FIELDS.join(", ")),
+            "error: mappings/forms.toml: lead.fields.phone.transform[0]: unknown transform \"e164\"; known transforms are trim, lower, upper, split_name, email, phone, domain, number, boolean, range, lookup, default, template, join, regex, datetime, tally_options".to_string(),
+            "4 error(s)".to_string(),
+        ]
+    );
+}
+
+const WITH_A_TEST: &str = r#"
+[[lead]]
+email = "$.email"
+[lead.fields]
+company = "$.company"
+
+[[test]]
+name = "company"
+json = '{"email": "a@example.com", "company": "Acme"}'
+[[test.lead]]
+company = "Acme"
+"#;
+
+#[test]
+fn check_runs_the_mapping_tests_and_fails_on_a_wrong_expectation() {
+    let dir = admin_dir(WITH_A_TEST);
+    let (code, stdout, stderr) = leadgate(dir.path(), &["check"]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("1 mapping tests passed"), "{stdout}");
+
+    // The admin changes the mapping; its test says what broke.
+    let dir =
+        admin_dir(&WITH_A_TEST.replace("company = \"$.company\"", "company = \"$.organisation\""));
+    let (code, _, stderr) = leadgate(dir.path(), &["check"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.lines().next(),
+        Some("error: mappings/forms.toml: test \"company\": lead[0].company: expected \"Acme\", got nothing")
+    );
+}
+
+#[test]
+fn check_also_checks_mapping_files_given_on_the_command_line() {
+    let dir = admin_dir(WITH_A_TEST);
+    std::fs::write(
+        dir.path().join("mappings/new.toml"),
+        "[[lead]]\nemail = \"$.email[\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = leadgate(dir.path(), &["check", "mappings/new.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with(
+            "error: mappings/new.toml: lead.email: \"$.email[\" is not a valid JSONPath"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn map_prints_the_mapped_lead_of_a_payload_file() {
+    let (code, stdout, stderr) = Command::new(env!("CARGO_BIN_EXE_leadgate"))
+        .current_dir(root())
+        .args([
+            "map",
+            "--source",
+            "mailchimp",
+            "--payload",
+            "tests/fixtures/mailchimp/subscribe.form",
+        ])
+        .env("MAILCHIMP_WEBHOOK_TOKEN", "x")
+        .env_remove("LEADGATE_CONFIG")
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/mailchimp/subscribe.expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    // The payload carries its own time (fired_at), so the output equals the golden file.
+    assert_eq!(printed["mapped"], golden);
+    assert_eq!(printed["source"], "mailchimp");
+}
+
+#[test]
+fn map_reports_an_unmappable_payload_and_exits_1() {
+    let dir = admin_dir(WITH_A_TEST);
+    std::fs::write(dir.path().join("no-email.json"), r#"{"company": "Acme"}"#).unwrap();
+    let (code, stdout, _) = leadgate(
+        dir.path(),
+        &["map", "--source", "forms", "--payload", "no-email.json"],
+    );
+    assert_eq!(code, 1);
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["mapped"], serde_json::Value::Null);
+    assert_eq!(
+        printed["unmappable"],
+        "mappings/forms.toml: lead.email: selector matched nothing"
+    );
+}
