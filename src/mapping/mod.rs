@@ -8,10 +8,16 @@
 //! picks another file by a discriminator; plus `[[test]]` cases that `leadgate check` runs.
 //!
 //! How it is built (one concern per file):
-//! - [`file`](self): TOML -> typed `Mapping`, every error collected as [`MappingError`];
+//! - `file`: TOML -> typed `Mapping` (blocks, routes, lookups), every error collected as a
+//!   [`MappingError`];
 //! - `selector`: RFC 9535 JSONPath via `serde_json_path`, compiled once;
-//! - `transform`: the fixed transform set; `condition`: `when`; `field`: one value's recipe;
-//! - `output`: running the blocks; `testcase`: the `[[test]]` cases.
+//! - `transform/`: the fixed transform set (`name`, `range`, `datetime` hold the parsers);
+//! - `condition`: `when`; `field`: one value's recipe (selectors, alternatives, transforms);
+//! - `output`: running the blocks on an event; `testcase`: the `[[test]]` cases.
+//!
+//! For the pipeline: [`MappingSet::load`] once (and again on reload), then
+//! [`MappingSet::map_event`] (or [`MappingSet::map`] with [`event_value`]) per stored event; an
+//! [`Unmappable`] is stored as the event's status reason.
 //!
 //! Everything is parsed at load; [`MappingSet::map`] never re-parses. A [`MappingSet`] is
 //! immutable and `Send + Sync`: share it as `Arc<MappingSet>` and swap the `Arc` to reload.

@@ -657,3 +657,41 @@ fn load_file_checks_one_file_on_its_own() {
     let e = MappingSet::load_file("m", Path::new("m.toml"), &bad).unwrap_err();
     assert_eq!(e[0].key, "mapping.default_phone_region");
 }
+
+#[test]
+fn a_stored_event_refused_by_a_broken_mapping_maps_once_the_mapping_is_fixed() {
+    use crate::store::{EventId, EventStatus};
+    // The form renamed its email question; the mapping still looks for the old name.
+    let event = StoredEvent {
+        id: EventId(7),
+        source: "src".into(),
+        dedupe_key: "k7".into(),
+        received_at_ms: 1_795_170_000_000,
+        content_type: "application/json".into(),
+        body: bytes::Bytes::from_static(br#"{"work_email": "ada@example.com", "company": "Acme"}"#),
+        payload: None,
+        status: EventStatus::Received,
+        status_reason: None,
+    };
+    let broken = Dir::new(&[(
+        "m.toml",
+        "[[lead]]\nemail = \"$.email\"\nfields.company = \"$.company\"\n",
+    )]);
+    let e = broken
+        .load("m.toml")
+        .unwrap()
+        .map_event(&event)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "m.toml: lead.email: selector matched nothing"
+    );
+
+    let fixed = Dir::new(&[(
+        "m.toml",
+        "[[lead]]\nemail = [\"$.email\", \"$.work_email\"]\nfields.company = \"$.company\"\n",
+    )]);
+    let m = fixed.load("m.toml").unwrap().map_event(&event).unwrap();
+    assert_eq!(m.leads[0].email.as_str(), "ada@example.com");
+    assert_eq!(m.leads[0].at, event_received_at(&event));
+}
