@@ -10,6 +10,7 @@ pub mod deliver;
 pub mod health;
 pub mod ingest;
 pub mod lead;
+pub mod mapping;
 pub mod outbox;
 pub mod qualify;
 pub mod startup;

@@ -1,4 +1,4 @@
-//! The `leadgate` command: `serve`, `check`, `send`, `map`, `replay`.
+//! The `leadgate` command: `serve`, `check`, `map`, `send`, `replay`.
 //! The command implementations live in `src/cli/` (part of this binary, not of the library).
 
 mod cli;
@@ -26,8 +26,11 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve,
-    /// Validate the settings; errors name the file, key and reason. Exit 1 on any error.
-    Check,
+    /// Validate the settings and every mapping, and run the mappings' tests; errors name the
+    /// file, key and reason. Exit 1 on any error.
+    Check(cli::check::Args),
+    /// Map a payload file with a source's mapping and print the result as JSON. Sends nothing.
+    Map(cli::map::Args),
     /// Sign a payload the way the source's provider does and POST it.
     Send(cli::send::Args),
     /// Re-deliver dead letters (`--dead-letters [--id N ...]`, `--list` to see them).
@@ -39,7 +42,8 @@ fn main() -> ExitCode {
     let config = cli.config.as_deref();
     let result = match cli.command {
         Command::Serve => cli::serve::run(config),
-        Command::Check => cli::check::run(config),
+        Command::Check(args) => cli::check::run(config, args),
+        Command::Map(args) => cli::map::run(config, args),
         Command::Send(args) => cli::send::run(config, args),
         Command::Replay(args) => cli::replay::run(config, args),
     };

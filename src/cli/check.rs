@@ -1,12 +1,22 @@
-//! `leadgate check`: parse the settings (and everything they reference) without starting.
+//! `leadgate check`: parse the settings and everything they reference (every source's mapping,
+//! the files those route to, the rules) without starting, and run the mappings' `[[test]]`
+//! cases. Each problem is one `error: file: key: reason` line on stderr; any error exits 1.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use leadgate::config::{process_env, Config};
+use leadgate::mapping::{MappingError, MappingSet};
 use leadgate::qualify::Rules;
 
-pub fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Mapping files to check on their own as well, e.g. a new file not yet named by a source
+    /// (its tests run with the file's stem as the source name).
+    files: Vec<PathBuf>,
+}
+
+pub fn run(path: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let config = match Config::load(path, &process_env()) {
         Ok(config) => config,
         Err(e) => {
@@ -17,23 +27,75 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     for w in &config.warnings {
         println!("warning: {}: {w}", config.origin);
     }
-    println!("ok: {} ({} sources)", config.origin, config.sources.len());
-    // The rules file: every problem at once, each as `error: file: key: reason`.
-    match Rules::load(config.qualification.rules.as_deref()) {
-        Ok(rules) => {
-            println!(
-                "ok: {} (rules version {}, {} stages)",
-                rules.origin(),
-                rules.version(),
-                rules.stages().len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let mut outcome = Outcome::default();
+    outcome.report(MappingSet::load(&config));
+    let mapped_sources = outcome.sources;
+    for file in &args.files {
+        let source = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("mapping");
+        outcome.report(MappingSet::load_file(source, file, &config.mapping));
+    }
+    // The rules file: every problem at once.
+    let rules = match Rules::load(config.qualification.rules.as_deref()) {
+        Ok(rules) => Some(rules),
         Err(errors) => {
             for e in &errors {
                 eprintln!("error: {e}");
             }
-            Ok(ExitCode::FAILURE)
+            outcome.errors += errors.len();
+            None
+        }
+    };
+    if outcome.errors > 0 {
+        eprintln!("{} error(s)", outcome.errors);
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(rules) = rules {
+        println!(
+            "ok: {} (rules version {}, {} stages)",
+            rules.origin(),
+            rules.version(),
+            rules.stages().len()
+        );
+    }
+    println!(
+        "ok: {} ({} sources, {} with a mapping; {} mapping tests passed)",
+        config.origin,
+        config.sources.len(),
+        mapped_sources,
+        outcome.tests
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the mapping checks found so far.
+#[derive(Default)]
+struct Outcome {
+    errors: usize,
+    tests: usize,
+    sources: usize,
+}
+
+impl Outcome {
+    /// Prints each load error or failed test as an `error:` line.
+    fn report(&mut self, set: Result<MappingSet, Vec<MappingError>>) {
+        match set {
+            Ok(set) => {
+                self.tests += set.test_count();
+                self.sources += set.sources().len();
+                for failure in set.run_tests() {
+                    eprintln!("error: {failure}");
+                    self.errors += 1;
+                }
+            }
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("error: {e}");
+                    self.errors += 1;
+                }
+            }
         }
     }
 }

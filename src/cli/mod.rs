@@ -1,6 +1,7 @@
 //! Implementations of the `leadgate` subcommands.
 
 pub mod check;
+pub mod map;
 pub mod replay;
 pub mod send;
 pub mod serve;

@@ -5,5 +5,6 @@ mod support;
 mod cli;
 mod deliver;
 mod ingest;
+mod mapping;
 mod process;
 mod schemes;

@@ -1,0 +1,84 @@
+//! `leadgate map --source S --payload F`: a dry run of the mapping. The payload file is decoded
+//! as ingest decodes that source's bodies, mapped with the source's mapping, and printed as JSON:
+//! `{"source": ..., "mapped": {"leads": [...], "engagements": [...]}}`. Nothing is stored or sent.
+//! An event that cannot be mapped prints `"mapped": null` and the reason, and exits 1.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use leadgate::ingest::decode;
+use leadgate::mapping::{guess_content_type, MappingSet};
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The source (its `name` in the settings) whose mapping to use.
+    #[arg(long)]
+    source: String,
+    /// A body exactly as the provider sends it.
+    #[arg(long)]
+    payload: PathBuf,
+    /// Content type; guessed from the file (.json, .form/.txt urlencoded, .multipart) when absent.
+    #[arg(long)]
+    content_type: Option<String>,
+}
+
+pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let config = super::load_config(config)?;
+    let source = config.source(&args.source).with_context(|| {
+        format!(
+            "{}: sources: no source named {:?} (is its secret variable set?)",
+            config.origin, args.source
+        )
+    })?;
+    let mapping = source.mapping.as_deref().with_context(|| {
+        format!(
+            "{}: source {:?} has no mapping; add mapping = \"mappings/<file>.toml\" to it",
+            config.origin, args.source
+        )
+    })?;
+    // Only this source's mapping: another source's broken file does not stop a dry run.
+    let set = MappingSet::load_file(&args.source, mapping, &config.mapping).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("error: {e}")).collect();
+        anyhow::anyhow!("the mapping has errors:\n{}", lines.join("\n"))
+    })?;
+
+    let body = std::fs::read(&args.payload)
+        .with_context(|| format!("{}: cannot read", args.payload.display()))?;
+    let content_type = match args.content_type {
+        Some(t) => t,
+        None => guess_content_type(&args.payload, &body).with_context(|| {
+            format!(
+                "{}: cannot guess the content type from the extension; pass --content-type",
+                args.payload.display()
+            )
+        })?,
+    };
+    let value = decode::decode(Some(&content_type), &body, &source.decode)
+        .with_context(|| {
+            format!(
+                "{}: does not decode as {content_type}",
+                args.payload.display()
+            )
+        })?
+        .value;
+
+    let (out, code) = match set.map(&args.source, &value, chrono::Utc::now()) {
+        Ok(mapped) => (
+            json!({ "source": args.source, "mapped": mapped }),
+            ExitCode::SUCCESS,
+        ),
+        Err(why) => (
+            json!({ "source": args.source, "mapped": null, "unmappable": why.to_string() }),
+            ExitCode::FAILURE,
+        ),
+    };
+    let text = serde_json::to_string_pretty(&out)?;
+    // `leadgate map ... | head` closes the pipe early; that is not an error worth a panic.
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(code),
+    }
+}
