@@ -1,10 +1,12 @@
 //! leadgate: signed webhooks in, qualified leads out.
 //!
 //! The modules follow the data flow:
-//! receive/verify/decode ([`ingest`]) -> persist ([`store`]) -> map -> [`qualify`] -> outbox -> deliver.
-//! [`startup`] wires them; [`config`] parses the settings once; [`health`] and [`telemetry`]
-//! are for operators.
+//! receive/verify/decode ([`ingest`]) -> persist ([`store`]) -> map ([`mapping`]) -> [`qualify`] ->
+//! [`outbox`] -> [`deliver`]. [`pipeline`] runs map -> qualify -> outbox in the background.
+//! [`startup`] wires them; [`config`] parses the settings once; [`health`], [`telemetry`] and
+//! [`admin`] are for operators.
 
+pub mod admin;
 pub mod config;
 pub mod deliver;
 pub mod health;
@@ -12,6 +14,7 @@ pub mod ingest;
 pub mod lead;
 pub mod mapping;
 pub mod outbox;
+pub mod pipeline;
 pub mod qualify;
 pub mod startup;
 pub mod store;

@@ -14,10 +14,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Admin};
 use crate::config::{Config, StoreConfig};
 use crate::deliver::{DeliverError, Worker};
 use crate::health::Health;
 use crate::ingest::{self, error_body, Ingest};
+use crate::pipeline::{self, Engine, EngineError, Pipeline, SharedEngine};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -35,6 +37,8 @@ pub enum StartupError {
     Server(std::io::Error),
     #[error("cannot start CRM delivery: {0}")]
     Deliver(#[from] DeliverError),
+    #[error("mappings or rules are invalid: {0}")]
+    Engine(#[from] EngineError),
 }
 
 /// A built, bound, not yet running leadgate.
@@ -46,7 +50,11 @@ pub struct Application {
     workers: JoinSet<()>,
     /// Wakes the delivery worker after an enqueue (it also polls).
     delivery_wake: Arc<Notify>,
+    engine: SharedEngine,
 }
+
+/// How often mapping and rules files are checked for changes.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 /// Starts a graceful shutdown from outside (signals, tests).
 #[derive(Clone)]
@@ -100,6 +108,8 @@ impl Application {
         store: Arc<dyn Store>,
     ) -> Result<Application, StartupError> {
         telemetry::metrics();
+        let engine: SharedEngine =
+            Arc::new(arc_swap::ArcSwap::from_pointee(Engine::load(&config)?));
         let listener =
             TcpListener::bind(config.server.listen).map_err(|source| StartupError::Bind {
                 addr: config.server.listen.to_string(),
@@ -125,6 +135,17 @@ impl Application {
             store: Arc::clone(&store),
             draining: Arc::clone(&draining),
         });
+        let delivery = Worker::new(&config.crm, Arc::clone(&store), &data_dir(&config))?;
+        let delivery_wake = delivery.waker();
+        let admin = config.admin.token.clone().map(|token| {
+            web::Data::new(Admin {
+                token,
+                store: Arc::clone(&store),
+                engine: Arc::clone(&engine),
+                pipeline_wake: Arc::clone(&events_waiting),
+                delivery_wake: Arc::clone(&delivery_wake),
+            })
+        });
 
         let mut server = HttpServer::new(move || {
             App::new()
@@ -133,6 +154,11 @@ impl Application {
                 .app_data(health.clone())
                 .configure(ingest::routes)
                 .configure(crate::health::routes)
+                .configure(|c| {
+                    if let Some(a) = &admin {
+                        admin::routes(c, a.clone());
+                    }
+                })
                 .default_service(web::to(not_found))
         })
         .disable_signals()
@@ -149,9 +175,22 @@ impl Application {
             .run();
 
         let mut workers = JoinSet::new();
-        let delivery = Worker::new(&config.crm, Arc::clone(&store), &data_dir(&config))?;
-        let delivery_wake = delivery.waker();
         workers.spawn(delivery.run(cancel.clone()));
+        let pipeline = Pipeline::new(
+            Arc::clone(&store),
+            Arc::clone(&engine),
+            Arc::new(config.crm.clone()),
+            config.pipeline.clone(),
+            Arc::clone(&events_waiting),
+            Arc::clone(&delivery_wake),
+        );
+        workers.spawn(pipeline.run(cancel.clone()));
+        workers.spawn(pipeline::watch(
+            config.clone(),
+            Arc::clone(&engine),
+            RELOAD_CHECK,
+            cancel.clone(),
+        ));
         let stopper = Stopper {
             server: server.handle(),
             draining,
@@ -175,7 +214,13 @@ impl Application {
             stopper,
             workers,
             delivery_wake,
+            engine,
         })
+    }
+
+    /// The mappings and rules in use (swapped on reload).
+    pub fn engine(&self) -> SharedEngine {
+        Arc::clone(&self.engine)
     }
 
     pub fn port(&self) -> u16 {

@@ -1,15 +1,21 @@
-//! `leadgate map --source S --payload F`: a dry run of the mapping. The payload file is decoded
-//! as ingest decodes that source's bodies, mapped with the source's mapping, and printed as JSON:
-//! `{"source": ..., "mapped": {"leads": [...], "engagements": [...]}}`. Nothing is stored or sent.
-//! An event that cannot be mapped prints `"mapped": null` and the reason, and exits 1.
+//! `leadgate map --source S --payload F`: a dry run of one event through the pipeline. The
+//! payload file is decoded as ingest decodes that source's bodies, mapped with the source's
+//! mapping, qualified against the rules as a new lead, and printed as JSON:
+//! `{"source", "mapped": {"leads", "engagements"}, "qualification": [...], "crm": {"requests"}}`
+//! where `crm.requests` are the exact requests the configured connector would send (credentials
+//! redacted). Nothing is stored or sent. An event that cannot be mapped prints `"mapped": null`
+//! and the reason, and exits 1.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use leadgate::deliver::crm::preview;
 use leadgate::ingest::decode;
 use leadgate::mapping::{guess_content_type, MappingSet};
+use leadgate::pipeline::{by_lead, crm_update_for};
+use leadgate::qualify::{qualify, Rules};
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -65,11 +71,31 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         })?
         .value;
 
-    let (out, code) = match set.map(&args.source, &value, chrono::Utc::now()) {
-        Ok(mapped) => (
-            json!({ "source": args.source, "mapped": mapped }),
-            ExitCode::SUCCESS,
-        ),
+    let rules = Rules::load(config.qualification.rules.as_deref()).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("error: {e}")).collect();
+        anyhow::anyhow!("the rules have errors:\n{}", lines.join("\n"))
+    })?;
+    let now = chrono::Utc::now();
+    let (out, code) = match set.map(&args.source, &value, now) {
+        Ok(mapped) => {
+            let mut decisions = Vec::new();
+            let mut updates = Vec::new();
+            for (email, (patches, engagements)) in by_lead(mapped.clone()) {
+                let d = qualify(&rules, None, &patches, &engagements, now)?;
+                updates.extend(crm_update_for(&d, &rules, &config.crm, 1));
+                decisions.push(json!({ "email": email, "decision": d }));
+            }
+            let requests = preview(&config.crm, &updates)?;
+            (
+                json!({
+                    "source": args.source,
+                    "mapped": mapped,
+                    "qualification": decisions,
+                    "crm": { "connector": config.crm.target.as_str(), "requests": requests },
+                }),
+                ExitCode::SUCCESS,
+            )
+        }
         Err(why) => (
             json!({ "source": args.source, "mapped": null, "unmappable": why.to_string() }),
             ExitCode::FAILURE,

@@ -202,6 +202,11 @@ impl Rules {
         self.funnel.stages()
     }
 
+    /// The stage disqualifiers move a lead to (validated to be the last one).
+    pub fn disqualified_rank(&self) -> u32 {
+        self.stages().len().saturating_sub(1) as u32
+    }
+
     pub fn stage(&self, name: &str) -> Option<&StageDef> {
         self.funnel.id(name).map(|id| self.funnel.get(id))
     }

@@ -133,6 +133,8 @@ pub struct LeadChange {
     pub state: String,
     pub stage: String,
     pub stage_rank: u32,
+    /// The furthest funnel stage reached (disqualification does not count as progress).
+    pub reached_rank: u32,
     pub score: i64,
     /// First-touch attribution, kept only when the lead is created.
     pub source: Option<String>,

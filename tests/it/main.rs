@@ -6,5 +6,6 @@ mod cli;
 mod deliver;
 mod ingest;
 mod mapping;
+mod pipeline;
 mod process;
 mod schemes;

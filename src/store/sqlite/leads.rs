@@ -66,11 +66,11 @@ pub fn process(
                 let mut up = conn.prepare_cached(
                     "INSERT INTO leads (email, state, version, stage, stage_rank, max_rank, score,
                                         source, campaign, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?9)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?10, ?6, ?7, ?8, ?9, ?9)
                      ON CONFLICT (email) DO UPDATE SET
                         state = excluded.state, version = excluded.version, stage = excluded.stage,
                         stage_rank = excluded.stage_rank,
-                        max_rank = MAX(leads.max_rank, excluded.stage_rank),
+                        max_rank = MAX(leads.max_rank, excluded.max_rank),
                         score = excluded.score, updated_at = excluded.updated_at",
                 )?;
                 up.execute(params![
@@ -82,7 +82,8 @@ pub fn process(
                     change.score,
                     change.source,
                     change.campaign,
-                    now_ms
+                    now_ms,
+                    change.reached_rank
                 ])?;
                 conn.prepare_cached(
                     "INSERT OR IGNORE INTO lead_events (email, event_id) VALUES (?1, ?2)",

@@ -68,12 +68,14 @@ impl AppBuilder {
             .expect("app builds");
         let port = app.port();
         let stopper = app.stopper();
+        let engine = app.engine();
         let handle = tokio::spawn(app.run_until_stopped());
         TestApp {
             base: format!("http://127.0.0.1:{port}"),
             port,
             dir,
             config,
+            engine,
             stopper,
             handle: Some(handle),
             client: reqwest::Client::new(),
@@ -117,6 +119,8 @@ pub struct TestApp {
     pub port: u16,
     pub dir: TempDir,
     pub config: Config,
+    /// The running app's mappings and rules (tests reload them).
+    pub engine: leadgate::pipeline::SharedEngine,
     pub stopper: Stopper,
     pub handle: Option<tokio::task::JoinHandle<Result<(), leadgate::startup::StartupError>>>,
     pub client: reqwest::Client,

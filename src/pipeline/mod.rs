@@ -1,0 +1,332 @@
+//! The background half of the data flow: stored event -> map -> qualify -> outbox.
+//!
+//! The pipeline takes events the inbox holds in `received` state, maps each with its source's
+//! mapping and qualifies every lead it touches against the rules. One event's outcome — the new
+//! lead states, their CRM snapshots and the event's status — is written in one transaction, and
+//! the qualification runs inside it, so updates to one lead are serialised while the mapping of
+//! different events runs ahead. An event that cannot be mapped is kept as `unmappable` with the
+//! reason; `leadgate replay` puts it back after the mapping is fixed.
+
+mod engine;
+
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use self::engine::{reload, watch, Engine, EngineError, SharedEngine};
+use crate::config::{CrmConfig, PipelineSettings};
+use crate::lead::{Email, Engagement, LeadPatch, Mapped};
+use crate::outbox::CrmUpdate;
+use crate::qualify::{qualify, Decision, LeadState, Rules};
+use crate::store::{LeadChange, LeadFn, LeadRecord, Processed, Store, StoreError, StoredEvent};
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Step {
+    pub processed: usize,
+    pub unmappable: usize,
+    pub failed: usize,
+}
+
+impl Step {
+    pub fn is_idle(&self) -> bool {
+        self.processed + self.unmappable + self.failed == 0
+    }
+}
+
+/// A stage transition, reported after its transaction committed (metrics).
+#[derive(Debug, Clone)]
+struct Transition {
+    source: String,
+    from: Option<String>,
+    to: String,
+}
+
+pub struct Pipeline {
+    store: Arc<dyn Store>,
+    engine: SharedEngine,
+    crm: Arc<CrmConfig>,
+    settings: PipelineSettings,
+    wake: Arc<Notify>,
+    /// Woken after a step queued CRM updates, so delivery starts without waiting for its poll.
+    delivery_wake: Arc<Notify>,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: SharedEngine,
+        crm: Arc<CrmConfig>,
+        settings: PipelineSettings,
+        wake: Arc<Notify>,
+        delivery_wake: Arc<Notify>,
+    ) -> Self {
+        Pipeline {
+            store,
+            engine,
+            crm,
+            settings,
+            wake,
+            delivery_wake,
+        }
+    }
+
+    /// Processes one batch of waiting events; `Step::is_idle` when there were none.
+    pub async fn step(&self) -> Result<Step, StoreError> {
+        self.step_at(Utc::now()).await
+    }
+
+    /// [`step`](Self::step) with an explicit clock (tests).
+    pub async fn step_at(&self, now: DateTime<Utc>) -> Result<Step, StoreError> {
+        let events = self
+            .store
+            .pending_events(None, self.settings.batch_size)
+            .await?;
+        if events.is_empty() {
+            return Ok(Step::default());
+        }
+        // One engine for the whole batch: a reload never mixes mappings or rules within an event.
+        let engine = self.engine.load_full();
+        let transitions = Arc::new(Mutex::new(Vec::new()));
+        let work = events.into_iter().map(|ev| {
+            let (outcome, kind) = self.plan(&engine, &ev, now, &transitions);
+            let store = Arc::clone(&self.store);
+            async move {
+                let r = store.process_event(ev.id, outcome).await;
+                (ev, kind, r)
+            }
+        });
+        // Submitted together, the writes share group commits.
+        let results = futures_util::future::join_all(work).await;
+        let mut step = Step::default();
+        for (ev, kind, r) in results {
+            match r {
+                Ok(()) => {
+                    match kind {
+                        Outcome::Mapped => step.processed += 1,
+                        Outcome::Unmappable => step.unmappable += 1,
+                    }
+                    metrics::counter!("leadgate_events_processed_total", "source" => ev.source.clone(), "outcome" => kind.as_str())
+                        .increment(1);
+                }
+                Err(StoreError::Rejected(reason)) => {
+                    // The rules refused the input (a bug, never data): keep it visible, not looping.
+                    tracing::warn!(event_id = %ev.id, reason = %reason, "qualification refused the event");
+                    self.store
+                        .process_event(
+                            ev.id,
+                            Processed::Unmappable(format!("qualification: {reason}")),
+                        )
+                        .await?;
+                    step.unmappable += 1;
+                }
+                Err(e) => {
+                    tracing::error!(event_id = %ev.id, error = %e, "processing failed; will retry");
+                    step.failed += 1;
+                }
+            }
+        }
+        if step.processed > 0 {
+            self.delivery_wake.notify_one();
+        }
+        if let Ok(list) = transitions.lock() {
+            for t in list.iter() {
+                metrics::counter!(
+                    "leadgate_stage_transitions_total",
+                    "source" => t.source.clone(),
+                    "from" => t.from.clone().unwrap_or_else(|| "new".into()),
+                    "to" => t.to.clone()
+                )
+                .increment(1);
+            }
+        }
+        Ok(step)
+    }
+
+    /// Maps one event and prepares its lead updates (run later inside the store's transaction).
+    fn plan(
+        &self,
+        engine: &Arc<Engine>,
+        ev: &StoredEvent,
+        now: DateTime<Utc>,
+        transitions: &Arc<Mutex<Vec<Transition>>>,
+    ) -> (Processed, Outcome) {
+        let mapped = match engine.mappings.map_event(ev) {
+            Ok(m) => m,
+            Err(u) => {
+                tracing::info!(event_id = %ev.id, reason = %u, "event is unmappable");
+                return (Processed::Unmappable(u.to_string()), Outcome::Unmappable);
+            }
+        };
+        let leads = by_lead(mapped)
+            .into_iter()
+            .map(|(email, (patches, engagements))| {
+                let f = lead_fn(
+                    Arc::clone(engine),
+                    Arc::clone(&self.crm),
+                    ev.source.clone(),
+                    patches,
+                    engagements,
+                    now,
+                    Arc::clone(transitions),
+                );
+                (email, f)
+            })
+            .collect();
+        (Processed::Leads(leads), Outcome::Mapped)
+    }
+
+    /// Runs until cancelled: a step whenever an event arrives, or every poll interval.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            let idle = match self.step().await {
+                Ok(step) => step.is_idle() || step.failed > 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "pipeline step failed");
+                    true
+                }
+            };
+            if cancel.is_cancelled() {
+                break;
+            }
+            if idle {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Mapped,
+    Unmappable,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Mapped => "processed",
+            Outcome::Unmappable => "unmappable",
+        }
+    }
+}
+
+/// One event's outputs, per lead.
+pub type PerLead = BTreeMap<Email, (Vec<LeadPatch>, Vec<Engagement>)>;
+
+/// Splits one event's outputs by lead (SendGrid and Mandrill batches touch many).
+pub fn by_lead(m: Mapped) -> PerLead {
+    let mut out: PerLead = BTreeMap::new();
+    for p in m.leads {
+        out.entry(p.email.clone()).or_default().0.push(p);
+    }
+    for e in m.engagements {
+        out.entry(e.email.clone()).or_default().1.push(e);
+    }
+    out
+}
+
+/// First-touch campaign: the mapped `campaign`, else `utm_campaign`.
+fn campaign_of(patches: &[LeadPatch]) -> Option<String> {
+    ["campaign", "utm_campaign"].iter().find_map(|f| {
+        patches.iter().find_map(|p| {
+            p.fields
+                .iter()
+                .find(|(k, _)| k.as_str() == *f)
+                .and_then(|(_, v)| v.as_str().map(str::to_string))
+        })
+    })
+}
+
+/// The CRM snapshot a decision queues, if any: only for the changes the settings name, and never
+/// for a lead disqualified from its first event (spam, competitors, students stay out of sales'
+/// CRM; a lead disqualified later is updated there).
+pub fn crm_update_for(
+    d: &Decision,
+    rules: &Rules,
+    crm: &CrmConfig,
+    version: i64,
+) -> Option<CrmUpdate> {
+    let update = d.crm_update(rules, crm.target, version);
+    let disqualified = d.stage_rank == rules.disqualified_rank();
+    (crm.queues(&update.changes) && !(disqualified && d.created)).then_some(update)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lead_fn(
+    engine: Arc<Engine>,
+    crm: Arc<CrmConfig>,
+    source: String,
+    patches: Vec<LeadPatch>,
+    engagements: Vec<Engagement>,
+    now: DateTime<Utc>,
+    transitions: Arc<Mutex<Vec<Transition>>>,
+) -> LeadFn {
+    Box::new(move |prev: Option<&LeadRecord>, version: i64| {
+        let prev_state: Option<LeadState> = match prev {
+            Some(r) => Some(
+                serde_json::from_str(&r.state)
+                    .map_err(|e| format!("stored lead state does not parse: {e}"))?,
+            ),
+            None => None,
+        };
+        let d = qualify(
+            &engine.rules,
+            prev_state.as_ref(),
+            &patches,
+            &engagements,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        let rules = &engine.rules;
+        let disqualified = d.stage_rank == rules.disqualified_rank();
+        let update = crm_update_for(&d, rules, &crm, version);
+        let prev_reached = prev.map(|r| r.max_rank).unwrap_or(0);
+        let reached_rank = if disqualified {
+            prev_reached
+        } else {
+            d.stage_rank.max(prev_reached)
+        };
+        if d.stage_changed {
+            if let Ok(mut t) = transitions.lock() {
+                t.push(Transition {
+                    source: source.clone(),
+                    from: d.previous_stage.clone(),
+                    to: d.stage.clone(),
+                });
+            }
+        }
+        let state = serde_json::to_string(&d.state)
+            .map_err(|e| format!("lead state does not serialise: {e}"))?;
+        Ok(LeadChange {
+            state,
+            stage: d.stage.clone(),
+            stage_rank: d.stage_rank,
+            reached_rank,
+            score: d.score,
+            source: Some(source.clone()),
+            campaign: campaign_of(&patches),
+            update,
+        })
+    })
+}
+
+/// Runs steps until nothing is waiting (tests, `replay`); stops early if a step fails.
+pub async fn drain(p: &Pipeline) -> Result<Step, StoreError> {
+    let mut total = Step::default();
+    loop {
+        let s = p.step().await?;
+        total.processed += s.processed;
+        total.unmappable += s.unmappable;
+        total.failed += s.failed;
+        if s.is_idle() || s.failed > 0 {
+            return Ok(total);
+        }
+    }
+}

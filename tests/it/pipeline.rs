@@ -1,0 +1,306 @@
+//! The whole flow in one process: a signed webhook -> stored -> mapped -> qualified -> queued ->
+//! delivered to a fake CRM; unmappable events and replay after a fix; reload under load.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use fake_crm::FakeHubSpot;
+use hmac::{Hmac, Mac};
+use leadgate::ingest::verify::Outbound;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::support::{fixture, AppBuilder, Reply, TestApp};
+
+const ADMIN: &str = "admin-test-token";
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn typeform_signed(secret: &str, body: &[u8]) -> Outbound {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let mut out = Outbound::new("", "application/json", body.to_vec());
+    out.set_header("Typeform-Signature", format!("sha256={sig}"));
+    out
+}
+
+/// Polls `f` until it returns Some, or fails after `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn admin_get(app: &TestApp, path: &str, token: Option<&str>) -> Reply {
+    let mut req = app.client.get(format!("{}{path}", app.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    crate::support::reply(req.send().await.unwrap()).await
+}
+
+async fn admin_post(app: &TestApp, path: &str, body: Value) -> Reply {
+    let req = app
+        .client
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(ADMIN)
+        .json(&body);
+    crate::support::reply(req.send().await.unwrap()).await
+}
+
+async fn lead(app: &TestApp, email: &str) -> Option<Value> {
+    let r = admin_get(app, &format!("/admin/leads/{email}"), Some(ADMIN)).await;
+    (r.status == 200).then_some(r.json)
+}
+
+fn typeform_source(mapping: &str) -> String {
+    format!(
+        "[[sources]]\nname = \"typeform\"\nscheme = \"typeform\"\nsecret_env = \"TF\"\nmapping = \"{mapping}\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_signed_typeform_webhook_reaches_hubspot_as_one_batch_upsert_with_its_stage() {
+    let fake = FakeHubSpot::start().await;
+    let app = AppBuilder::new()
+        .toml(&typeform_source(&repo("mappings/typeform.toml")))
+        .toml(&format!(
+            "[crm]\nkind = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"HS\"\npoll_interval_ms = 50\n",
+            fake.base_url
+        ))
+        .env("TF", "tf-secret")
+        .env("HS", &fake.token())
+        .env("LEADGATE_ADMIN_TOKEN", ADMIN)
+        .spawn()
+        .await;
+    let r = app
+        .post(
+            "typeform",
+            &typeform_signed("tf-secret", &fixture("typeform/form_response.json")),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+
+    let batches = eventually(Duration::from_secs(15), "the HubSpot batch", || async {
+        let b = fake.batches();
+        (!b.is_empty()).then_some(b)
+    })
+    .await;
+    // Give a duplicate send the chance to show up before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.batches().len(), 1, "exactly one batch upsert");
+    assert_eq!(batches[0].len(), 1);
+    let input = &batches[0][0];
+    assert_eq!(input["idProperty"], "email");
+    assert_eq!(input["id"], "ada.lovelace@analytical-engines.io");
+    let p = &input["properties"];
+    assert_eq!(p["email"], "ada.lovelace@analytical-engines.io");
+    assert_eq!(p["firstname"], "Ada");
+    assert_eq!(p["lastname"], "Lovelace");
+    assert_eq!(p["company"], "Analytical Engines Ltd");
+    assert_eq!(p["jobtitle"], "VP Engineering");
+    assert_eq!(p["phone"], "+442071838750");
+    // A VP at a 51-200 company who asked for a demo: sales qualified (rules.toml).
+    assert_eq!(p["lifecyclestage"], "salesqualifiedlead");
+    assert!(
+        p["leadgate_reason"].as_str().unwrap().starts_with("SQL: "),
+        "{p}"
+    );
+
+    // The admin API shows the same lead, its stage and why.
+    let l = lead(&app, "Ada.Lovelace@analytical-engines.io")
+        .await
+        .expect("lead stored");
+    assert_eq!(l["stage"], "sql");
+    assert_eq!(l["source"], "typeform");
+    assert_eq!(l["campaign"], "q4-demand-gen");
+    assert_eq!(l["events"], json!([r.json["id"]]));
+    assert!(!l["now"]["breakdown"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unmappable_event_is_kept_with_its_reason_and_replay_after_a_fix_makes_it_a_lead() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("typeform.toml");
+    let good = std::fs::read_to_string(repo("mappings/typeform.toml")).unwrap();
+    // The admin's mistake: every email selector reads a key Typeform does not send.
+    let broken = good.replace("].email\"", "].e_mail\"");
+    assert_ne!(good, broken, "the shipped mapping selects answers' email");
+    std::fs::write(&mapping, &broken).unwrap();
+    let app = AppBuilder::new()
+        .toml(&typeform_source(&mapping.display().to_string()))
+        .env("TF", "tf-secret")
+        .env("LEADGATE_ADMIN_TOKEN", ADMIN)
+        .spawn()
+        .await;
+    let r = app
+        .post(
+            "typeform",
+            &typeform_signed("tf-secret", &fixture("typeform/form_response.json")),
+        )
+        .await;
+    assert_eq!(
+        r.status, 202,
+        "the webhook is accepted whatever the mapping says"
+    );
+
+    let events = eventually(Duration::from_secs(10), "the unmappable event", || async {
+        let r = admin_get(&app, "/admin/events?status=unmappable", Some(ADMIN)).await;
+        let list = r.json["events"].as_array().cloned().unwrap_or_default();
+        (!list.is_empty()).then_some(list)
+    })
+    .await;
+    assert_eq!(events[0]["id"], r.json["id"]);
+    let reason = events[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("email"), "{reason}");
+    assert!(
+        !reason.contains("ada.lovelace"),
+        "no personal data in the reason: {reason}"
+    );
+    assert!(lead(&app, "ada.lovelace@analytical-engines.io")
+        .await
+        .is_none());
+
+    // Fix the file; the service reloads it (file change) — force it now rather than wait.
+    std::fs::write(&mapping, &good).unwrap();
+    leadgate::pipeline::reload(&app.config, &app.engine).expect("the fixed mapping loads");
+    let replay = admin_post(
+        &app,
+        "/admin/events/replay",
+        json!({ "source": "typeform" }),
+    )
+    .await;
+    assert_eq!((replay.status, &replay.json["replayed"]), (200, &json!(1)));
+
+    let l = eventually(Duration::from_secs(10), "the lead after replay", || async {
+        lead(&app, "ada.lovelace@analytical-engines.io").await
+    })
+    .await;
+    assert_eq!(l["stage"], "sql");
+    let r = admin_get(&app, "/admin/events?status=unmappable", Some(ADMIN)).await;
+    assert_eq!(r.json["events"], json!([]));
+}
+
+#[tokio::test]
+async fn a_reload_swaps_mappings_atomically_under_concurrent_webhooks_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("generic.toml");
+    // Two fields that always carry the same version marker: a half-swapped mapping would mix them.
+    let version = |v: &str| {
+        format!(
+            "[[lead]]\nemail = \"$.email\"\n[lead.fields]\n\"custom.first\" = {{ value = \"{v}\" }}\n\"custom.second\" = {{ value = \"{v}\" }}\n"
+        )
+    };
+    std::fs::write(&mapping, version("a")).unwrap();
+    let app = std::sync::Arc::new(
+        AppBuilder::new()
+            .toml(&typeform_source(&mapping.display().to_string()))
+            .env("TF", "tf-secret")
+            .env("LEADGATE_ADMIN_TOKEN", ADMIN)
+            .spawn()
+            .await,
+    );
+    let mut senders = Vec::new();
+    for i in 0..150 {
+        let app = std::sync::Arc::clone(&app);
+        senders.push(tokio::spawn(async move {
+            let body = format!(r#"{{"event_id":"r-{i}","email":"lead{i}@example-corp.io"}}"#);
+            app.post("typeform", &typeform_signed("tf-secret", body.as_bytes()))
+                .await
+                .status
+        }));
+    }
+    for round in 0..20 {
+        let v = if round % 2 == 0 { "b" } else { "a" };
+        std::fs::write(&mapping, version(v)).unwrap();
+        leadgate::pipeline::reload(&app.config, &app.engine).expect("valid mapping reloads");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A broken file is refused and the last good one keeps serving.
+    std::fs::write(&mapping, "[[lead]]\nemail = \"$..[\"\n").unwrap();
+    let refused = leadgate::pipeline::reload(&app.config, &app.engine).unwrap_err();
+    assert!(refused.to_string().contains("lead.email"), "{refused}");
+    for s in senders {
+        assert_eq!(s.await.unwrap(), 202, "no webhook fails during a reload");
+    }
+    for i in (0..150).step_by(7) {
+        let l = eventually(Duration::from_secs(15), "every lead", || async {
+            lead(&app, &format!("lead{i}@example-corp.io")).await
+        })
+        .await;
+        let fields = &l["state"]["fields"];
+        let first = &fields["custom.first"]["value"];
+        assert!(first == "a" || first == "b", "{fields}");
+        assert_eq!(
+            first, &fields["custom.second"]["value"],
+            "one mapping per event"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token_and_reports_the_funnel() {
+    let app = AppBuilder::new()
+        .toml(&typeform_source(&repo("mappings/typeform.toml")))
+        .env("TF", "tf-secret")
+        .env("LEADGATE_ADMIN_TOKEN", ADMIN)
+        .spawn()
+        .await;
+    for (token, what) in [
+        (None, "no token"),
+        (Some("wrong"), "wrong token"),
+        (Some(""), "empty token"),
+    ] {
+        let r = admin_get(&app, "/admin/funnel", token).await;
+        assert_eq!((r.status, r.error()), (401, "unauthorized"), "{what}");
+        assert!(r.headers.contains_key("www-authenticate"));
+    }
+    app.post(
+        "typeform",
+        &typeform_signed("tf-secret", &fixture("typeform/form_response.json")),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the lead", || async {
+        lead(&app, "ada.lovelace@analytical-engines.io").await
+    })
+    .await;
+    let f = admin_get(&app, "/admin/funnel", Some(ADMIN)).await;
+    assert_eq!(f.status, 200);
+    assert_eq!(f.json["total"]["leads"], 1);
+    assert_eq!(f.json["total"]["at_stage"]["sql"], 1);
+    assert_eq!(f.json["total"]["reached"]["lead"], 1);
+    let conv = f.json["total"]["conversion"].as_array().unwrap();
+    let mql_to_sql = conv
+        .iter()
+        .find(|c| c["from"] == "mql" && c["to"] == "sql")
+        .unwrap();
+    assert_eq!(mql_to_sql["rate"], 1.0);
+    assert_eq!(f.json["by_source"][0]["source"], "typeform");
+    assert_eq!(f.json["by_source"][0]["campaign"], "q4-demand-gen");
+    let dl = admin_get(&app, "/admin/dead-letters", Some(ADMIN)).await;
+    assert_eq!((dl.status, &dl.json["dead_letters"]), (200, &json!([])));
+    let missing = admin_post(&app, "/admin/dead-letters/42/replay", json!({})).await;
+    assert_eq!((missing.status, missing.error()), (404, "not_found"));
+    let bad = admin_get(&app, "/admin/events?status=bogus", Some(ADMIN)).await;
+    assert_eq!((bad.status, bad.error()), (400, "bad_request"));
+}
+
+#[tokio::test]
+async fn without_a_token_the_admin_api_is_off() {
+    let app = AppBuilder::new().spawn().await;
+    let r = admin_get(&app, "/admin/funnel", Some(ADMIN)).await;
+    assert_eq!((r.status, r.error()), (404, "not_found"));
+}
