@@ -74,7 +74,10 @@ impl Limiter {
         if let Some(p) = self.paused() {
             return Err(p);
         }
+        let waited = Instant::now();
         self.rate.until_ready().await;
+        metrics::histogram!("leadgate_ratelimit_wait_seconds")
+            .record(waited.elapsed().as_secs_f64());
         // A 429 may have closed the gate while this attempt waited for its token.
         match self.paused() {
             Some(p) => Err(p),

@@ -135,6 +135,7 @@ impl Worker {
         if claimed.is_empty() {
             let depth = self.store.outbox_depth().await?;
             metrics::gauge!("leadgate_outbox_pending").set(depth.pending as f64);
+            metrics::gauge!("leadgate_outbox_in_flight").set(depth.in_flight as f64);
             metrics::gauge!("leadgate_dead_letters").set(depth.dead_letters as f64);
             let next_due_in = depth
                 .next_due_at_ms
@@ -210,6 +211,12 @@ impl Worker {
             };
             metrics::counter!("leadgate_crm_records_total", "crm" => crm, "outcome" => label)
                 .increment(1);
+            if let Outcome::Delivered { .. } = &outcome {
+                // From the first time this lead's pending state was queued to the CRM's answer.
+                let queued_for = (now - first).max(0) as f64 / 1000.0;
+                metrics::histogram!("leadgate_delivery_latency_seconds", "crm" => crm)
+                    .record(queued_for);
+            }
             records.push(RecordResult {
                 email: item.update.email.clone(),
                 version: item.update.version,
