@@ -189,6 +189,8 @@ pub struct PipelineSettings {
     pub batch_size: usize,
     /// How often to look for work when nothing woke the pipeline.
     pub poll_interval: Duration,
+    /// How often leads are re-checked against the recycle rules (None: never).
+    pub sweep_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +198,7 @@ pub struct PipelineSettings {
 struct RawPipeline {
     batch_size: usize,
     poll_interval_ms: u64,
+    sweep_interval_secs: u64,
 }
 
 impl Default for RawPipeline {
@@ -203,6 +206,7 @@ impl Default for RawPipeline {
         Self {
             batch_size: 100,
             poll_interval_ms: 1000,
+            sweep_interval_secs: 3600,
         }
     }
 }
@@ -433,6 +437,8 @@ impl Config {
         let pipeline = PipelineSettings {
             batch_size: raw.pipeline.batch_size,
             poll_interval: Duration::from_millis(raw.pipeline.poll_interval_ms),
+            sweep_interval: (raw.pipeline.sweep_interval_secs > 0)
+                .then(|| Duration::from_secs(raw.pipeline.sweep_interval_secs)),
         };
         let crm = crm::parse(raw.crm, env).map_err(|(key, reason)| err(&key, reason))?;
 

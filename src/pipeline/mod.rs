@@ -139,18 +139,50 @@ impl Pipeline {
         if step.processed > 0 {
             self.delivery_wake.notify_one();
         }
-        if let Ok(list) = transitions.lock() {
-            for t in list.iter() {
-                metrics::counter!(
-                    "leadgate_stage_transitions_total",
-                    "source" => t.source.clone(),
-                    "from" => t.from.clone().unwrap_or_else(|| "new".into()),
-                    "to" => t.to.clone()
-                )
-                .increment(1);
+        report(&transitions);
+        Ok(step)
+    }
+
+    /// Re-checks every lead at a stage some recycle rule moves leads out of ("no activity for
+    /// 120 days" becomes true without a new event); returns how many moved.
+    pub async fn sweep_at(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let engine = self.engine.load_full();
+        let stages = engine.rules.recycle_sources();
+        let transitions = Arc::new(Mutex::new(Vec::new()));
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .leads_at(stages.clone(), after.clone(), SWEEP_PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.email.clone());
+            let work = page.into_iter().filter_map(|rec| {
+                // Stored emails were parsed before they were stored.
+                let email = Email::parse(&rec.email).ok()?;
+                let work = LeadWork {
+                    engine: Arc::clone(&engine),
+                    crm: Arc::clone(&self.crm),
+                    source: rec.source.clone().unwrap_or_default(),
+                    patches: Vec::new(),
+                    engagements: Vec::new(),
+                    now,
+                    transitions: Arc::clone(&transitions),
+                    sweep: true,
+                };
+                Some(self.store.update_lead(email, work.into_fn()))
+            });
+            for r in futures_util::future::join_all(work).await {
+                r?;
             }
         }
-        Ok(step)
+        let moved = transitions.lock().map(|t| t.len()).unwrap_or(0);
+        report(&transitions);
+        if moved > 0 {
+            tracing::info!(moved, "recycle rules moved leads");
+            self.delivery_wake.notify_one();
+        }
+        Ok(moved)
     }
 
     /// Maps one event and prepares its lead updates (run later inside the store's transaction).
@@ -171,16 +203,17 @@ impl Pipeline {
         let leads = by_lead(mapped)
             .into_iter()
             .map(|(email, (patches, engagements))| {
-                let f = lead_fn(
-                    Arc::clone(engine),
-                    Arc::clone(&self.crm),
-                    ev.source.clone(),
+                let work = LeadWork {
+                    engine: Arc::clone(engine),
+                    crm: Arc::clone(&self.crm),
+                    source: ev.source.clone(),
                     patches,
                     engagements,
                     now,
-                    Arc::clone(transitions),
-                );
-                (email, f)
+                    transitions: Arc::clone(transitions),
+                    sweep: false,
+                };
+                (email, work.into_fn())
             })
             .collect();
         (Processed::Leads(leads), Outcome::Mapped)
@@ -188,7 +221,19 @@ impl Pipeline {
 
     /// Runs until cancelled: a step whenever an event arrives, or every poll interval.
     pub async fn run(self, cancel: CancellationToken) {
+        let mut next_sweep = self
+            .settings
+            .sweep_interval
+            .map(|every| tokio::time::Instant::now() + every);
         loop {
+            if let (Some(at), Some(every)) = (next_sweep, self.settings.sweep_interval) {
+                if tokio::time::Instant::now() >= at {
+                    if let Err(e) = self.sweep_at(Utc::now()).await {
+                        tracing::error!(error = %e, "recycle sweep failed");
+                    }
+                    next_sweep = Some(tokio::time::Instant::now() + every);
+                }
+            }
             let idle = match self.step().await {
                 Ok(step) => step.is_idle() || step.failed > 0,
                 Err(e) => {
@@ -206,6 +251,24 @@ impl Pipeline {
                     _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 }
             }
+        }
+    }
+}
+
+/// Leads re-checked per read during a sweep.
+const SWEEP_PAGE: usize = 200;
+
+/// Counts committed stage transitions by source and stage.
+fn report(transitions: &Mutex<Vec<Transition>>) {
+    if let Ok(list) = transitions.lock() {
+        for t in list.iter() {
+            metrics::counter!(
+                "leadgate_stage_transitions_total",
+                "source" => t.source.clone(),
+                "from" => t.from.clone().unwrap_or_else(|| "new".into()),
+                "to" => t.to.clone()
+            )
+            .increment(1);
         }
     }
 }
@@ -266,35 +329,48 @@ pub fn crm_update_for(
     (crm.queues(&update.changes) && !(disqualified && d.created)).then_some(update)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn lead_fn(
+/// Everything one lead's update needs, moved into the store's transaction.
+struct LeadWork {
     engine: Arc<Engine>,
     crm: Arc<CrmConfig>,
+    /// The event's source (first-touch attribution for a new lead, metric label).
     source: String,
     patches: Vec<LeadPatch>,
     engagements: Vec<Engagement>,
     now: DateTime<Utc>,
     transitions: Arc<Mutex<Vec<Transition>>>,
-) -> LeadFn {
-    Box::new(move |prev: Option<&LeadRecord>, version: i64| {
+    /// A periodic re-check with no new event: write only if the stage moved.
+    sweep: bool,
+}
+
+impl LeadWork {
+    fn into_fn(self) -> LeadFn {
+        Box::new(move |prev: Option<&LeadRecord>, version: i64| self.apply(prev, version))
+    }
+
+    fn apply(self, prev: Option<&LeadRecord>, version: i64) -> Result<Option<LeadChange>, String> {
         let prev_state: Option<LeadState> = match prev {
             Some(r) => Some(
                 serde_json::from_str(&r.state)
                     .map_err(|e| format!("stored lead state does not parse: {e}"))?,
             ),
+            None if self.sweep => return Ok(None),
             None => None,
         };
+        let rules = &self.engine.rules;
         let d = qualify(
-            &engine.rules,
+            rules,
             prev_state.as_ref(),
-            &patches,
-            &engagements,
-            now,
+            &self.patches,
+            &self.engagements,
+            self.now,
         )
         .map_err(|e| e.to_string())?;
-        let rules = &engine.rules;
+        if self.sweep && !d.stage_changed {
+            return Ok(None);
+        }
         let disqualified = d.stage_rank == rules.disqualified_rank();
-        let update = crm_update_for(&d, rules, &crm, version);
+        let update = crm_update_for(&d, rules, &self.crm, version);
         let prev_reached = prev.map(|r| r.max_rank).unwrap_or(0);
         let reached_rank = if disqualified {
             prev_reached
@@ -302,9 +378,9 @@ fn lead_fn(
             d.stage_rank.max(prev_reached)
         };
         if d.stage_changed {
-            if let Ok(mut t) = transitions.lock() {
+            if let Ok(mut t) = self.transitions.lock() {
                 t.push(Transition {
-                    source: source.clone(),
+                    source: self.source.clone(),
                     from: d.previous_stage.clone(),
                     to: d.stage.clone(),
                 });
@@ -312,17 +388,17 @@ fn lead_fn(
         }
         let state = serde_json::to_string(&d.state)
             .map_err(|e| format!("lead state does not serialise: {e}"))?;
-        Ok(LeadChange {
+        Ok(Some(LeadChange {
             state,
             stage: d.stage.clone(),
             stage_rank: d.stage_rank,
             reached_rank,
             score: d.score,
-            source: Some(source.clone()),
-            campaign: campaign_of(&patches),
+            campaign: campaign_of(&self.patches),
+            source: Some(self.source),
             update,
-        })
-    })
+        }))
+    }
 }
 
 /// Runs steps until nothing is waiting (tests, `replay`); stops early if a step fails.

@@ -361,6 +361,20 @@ impl Funnel {
             .find_map(|(i, s)| Some((StageId(i), s.enter.as_ref()?.check(f)?)))
     }
 
+    /// The stages some recycle rule moves leads out of (the pipeline re-checks leads there).
+    pub(crate) fn recycle_sources(&self) -> Vec<&str> {
+        let mut ids: Vec<StageId> = self
+            .recycle
+            .iter()
+            .flat_map(|r| r.from.iter().copied())
+            .collect();
+        ids.sort_by_key(|id| id.0);
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| self.get(id).name.as_str())
+            .collect()
+    }
+
     /// The first recycle rule that applies.
     pub(crate) fn recycle(&self, f: &Facts<'_>) -> Option<(&RecycleRule, Vec<String>)> {
         self.recycle

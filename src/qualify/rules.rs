@@ -202,6 +202,16 @@ impl Rules {
         self.funnel.stages()
     }
 
+    /// Stages a recycle rule can move leads out of; leads there are re-checked periodically,
+    /// because "no activity for 120 days" becomes true without any new event.
+    pub fn recycle_sources(&self) -> Vec<String> {
+        self.funnel
+            .recycle_sources()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The stage disqualifiers move a lead to (validated to be the last one).
     pub fn disqualified_rank(&self) -> u32 {
         self.stages().len().saturating_sub(1) as u32

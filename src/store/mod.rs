@@ -145,8 +145,9 @@ pub struct LeadChange {
 
 /// Computes a lead's change from its stored record (None: a new lead). It runs inside the write
 /// transaction, so updates to one lead are serialised. The `i64` is the version the new state
-/// gets, for the CRM snapshot.
-pub type LeadFn = Box<dyn FnOnce(Option<&LeadRecord>, i64) -> Result<LeadChange, String> + Send>;
+/// gets, for the CRM snapshot. `Ok(None)`: nothing to write.
+pub type LeadFn =
+    Box<dyn FnOnce(Option<&LeadRecord>, i64) -> Result<Option<LeadChange>, String> + Send>;
 
 /// What processing one stored event produced.
 pub enum Processed {
@@ -229,6 +230,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// One lead, with the ids of the events that touched it.
     async fn lead(&self, email: &str) -> Result<Option<(LeadRecord, Vec<EventId>)>, StoreError>;
+    /// Re-evaluates one lead without a new event (periodic recycle checks).
+    async fn update_lead(&self, email: crate::lead::Email, apply: LeadFn)
+        -> Result<(), StoreError>;
+    /// Leads at any of `stages`, by email after `after`, at most `limit`.
+    async fn leads_at(
+        &self,
+        stages: Vec<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<LeadRecord>, StoreError>;
     /// Lead counts per first-touch source, campaign, current and furthest stage.
     async fn funnel(&self) -> Result<Vec<FunnelCount>, StoreError>;
 

@@ -304,3 +304,94 @@ async fn without_a_token_the_admin_api_is_off() {
     let r = admin_get(&app, "/admin/funnel", Some(ADMIN)).await;
     assert_eq!((r.status, r.error()), (404, "not_found"));
 }
+
+#[tokio::test]
+async fn a_lead_gone_quiet_is_recycled_to_nurture_by_the_periodic_sweep() {
+    use leadgate::pipeline::{Engine, Pipeline};
+    use leadgate::store::{NewEvent, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let config = AppBuilder::new()
+        .toml(&typeform_source(&repo("mappings/typeform.toml")))
+        .env("TF", "tf-secret")
+        .config(dir.path());
+    let store = leadgate::startup::open_store(&config).unwrap();
+    let engine = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+        Engine::load(&config).unwrap(),
+    ));
+    let pipeline = Pipeline::new(
+        store.clone(),
+        engine,
+        std::sync::Arc::new(config.crm.clone()),
+        config.pipeline.clone(),
+        Default::default(),
+        Default::default(),
+    );
+    store
+        .insert_event(NewEvent {
+            source: "typeform".into(),
+            dedupe_key: "e1".into(),
+            received_at_ms: 0,
+            content_type: "application/json".into(),
+            body: fixture("typeform/form_response.json").into(),
+            payload: None,
+        })
+        .await
+        .unwrap();
+    // The fixture was submitted on 2026-11-20.
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    assert_eq!(pipeline.step_at(t0).await.unwrap().processed, 1);
+    let stage = |store: std::sync::Arc<leadgate::store::sqlite::SqliteStore>| async move {
+        store
+            .lead("ada.lovelace@analytical-engines.io")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+    };
+    assert_eq!(stage(store.clone()).await.stage, "sql");
+
+    // rules.toml: mql/sql with no activity for 120 days (and engagement below 5) go to nurture.
+    assert_eq!(
+        pipeline
+            .sweep_at(t0 + chrono::Duration::days(30))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(stage(store.clone()).await.stage, "sql");
+    assert_eq!(
+        pipeline
+            .sweep_at(t0 + chrono::Duration::days(200))
+            .await
+            .unwrap(),
+        1
+    );
+    let rec = stage(store.clone()).await;
+    assert_eq!(rec.stage, "nurture");
+    assert!(
+        rec.state.contains("gone quiet"),
+        "the recycle rule's name is the recorded reason"
+    );
+    // The recycle is news for the CRM: the pending snapshot is now the nurture one.
+    let db = rusqlite::Connection::open(dir.path().join("data/leadgate.db")).unwrap();
+    let payload: String = db
+        .query_row(
+            "SELECT payload FROM outbox WHERE email = 'ada.lovelace@analytical-engines.io'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let update: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(update["stage"], "nurture");
+    assert_eq!(update["version"], 2);
+    // Nothing else to do on a second pass.
+    assert_eq!(
+        pipeline
+            .sweep_at(t0 + chrono::Duration::days(201))
+            .await
+            .unwrap(),
+        0
+    );
+}

@@ -3,8 +3,10 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{event_from_row, EVENT_COLUMNS};
+use crate::lead::Email;
 use crate::store::{
-    EventId, EventStatus, FunnelCount, LeadRecord, Processed, ReplayFilter, StoreError, StoredEvent,
+    EventId, EventStatus, FunnelCount, LeadFn, LeadRecord, Processed, ReplayFilter, StoreError,
+    StoredEvent,
 };
 
 const LEAD_COLUMNS: &str = "email, state, version, stage, stage_rank, max_rank, score, source, campaign, created_at, updated_at";
@@ -55,48 +57,87 @@ pub fn process(
         }
         Processed::Leads(leads) => {
             for (email, apply) in leads {
-                let prev = {
-                    let sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE email = ?1");
-                    let mut st = conn.prepare_cached(&sql)?;
-                    st.query_row(params![email.as_str()], lead_from_row)
-                        .optional()?
-                };
-                let version = prev.as_ref().map(|p| p.version + 1).unwrap_or(1);
-                let change = apply(prev.as_ref(), version).map_err(StoreError::Rejected)?;
-                let mut up = conn.prepare_cached(
-                    "INSERT INTO leads (email, state, version, stage, stage_rank, max_rank, score,
-                                        source, campaign, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?10, ?6, ?7, ?8, ?9, ?9)
-                     ON CONFLICT (email) DO UPDATE SET
-                        state = excluded.state, version = excluded.version, stage = excluded.stage,
-                        stage_rank = excluded.stage_rank,
-                        max_rank = MAX(leads.max_rank, excluded.max_rank),
-                        score = excluded.score, updated_at = excluded.updated_at",
-                )?;
-                up.execute(params![
-                    email.as_str(),
-                    change.state,
-                    version,
-                    change.stage,
-                    change.stage_rank,
-                    change.score,
-                    change.source,
-                    change.campaign,
-                    now_ms,
-                    change.reached_rank
-                ])?;
+                apply_lead(conn, &email, apply, now_ms)?;
                 conn.prepare_cached(
                     "INSERT OR IGNORE INTO lead_events (email, event_id) VALUES (?1, ?2)",
                 )?
                 .execute(params![email.as_str(), id.0])?;
-                if let Some(update) = &change.update {
-                    super::outbox::enqueue(conn, update)?;
-                }
             }
             set_status(conn, id, EventStatus::Processed, None, now_ms)?;
         }
     }
     Ok(())
+}
+
+/// Reads a lead, lets `apply` compute its change, writes it and queues its CRM snapshot.
+pub fn apply_lead(
+    conn: &Connection,
+    email: &Email,
+    apply: LeadFn,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let prev = {
+        let sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE email = ?1");
+        let mut st = conn.prepare_cached(&sql)?;
+        st.query_row(params![email.as_str()], lead_from_row)
+            .optional()?
+    };
+    let version = prev.as_ref().map(|p| p.version + 1).unwrap_or(1);
+    let Some(change) = apply(prev.as_ref(), version).map_err(StoreError::Rejected)? else {
+        return Ok(());
+    };
+    let mut up = conn.prepare_cached(
+        "INSERT INTO leads (email, state, version, stage, stage_rank, max_rank, score,
+                            source, campaign, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?10, ?6, ?7, ?8, ?9, ?9)
+         ON CONFLICT (email) DO UPDATE SET
+            state = excluded.state, version = excluded.version, stage = excluded.stage,
+            stage_rank = excluded.stage_rank,
+            max_rank = MAX(leads.max_rank, excluded.max_rank),
+            score = excluded.score, updated_at = excluded.updated_at",
+    )?;
+    up.execute(params![
+        email.as_str(),
+        change.state,
+        version,
+        change.stage,
+        change.stage_rank,
+        change.score,
+        change.source,
+        change.campaign,
+        now_ms,
+        change.reached_rank
+    ])?;
+    if let Some(update) = &change.update {
+        super::outbox::enqueue(conn, update)?;
+    }
+    Ok(())
+}
+
+pub fn leads_at(
+    conn: &Connection,
+    stages: &[String],
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<LeadRecord>, StoreError> {
+    if stages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; stages.len()].join(", ");
+    let sql = format!(
+        "SELECT {LEAD_COLUMNS} FROM leads WHERE stage IN ({marks}) AND email > ? ORDER BY email LIMIT ?"
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut args: Vec<&dyn rusqlite::ToSql> =
+        stages.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
+    let after = after.unwrap_or("");
+    let limit = limit as i64;
+    args.push(&after);
+    args.push(&limit);
+    let rows = st
+        .query_map(args.as_slice(), lead_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 fn set_status(

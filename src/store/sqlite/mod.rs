@@ -243,6 +243,26 @@ impl Store for SqliteStore {
         self.read(move |c| leads::lead(c, &email)).await
     }
 
+    async fn update_lead(
+        &self,
+        email: crate::lead::Email,
+        apply: crate::store::LeadFn,
+    ) -> Result<(), StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.write(move |c| leads::apply_lead(c, &email, apply, now))
+            .await
+    }
+
+    async fn leads_at(
+        &self,
+        stages: Vec<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<LeadRecord>, StoreError> {
+        self.read(move |c| leads::leads_at(c, &stages, after.as_deref(), limit))
+            .await
+    }
+
     async fn funnel(&self) -> Result<Vec<FunnelCount>, StoreError> {
         self.read(leads::funnel).await
     }
