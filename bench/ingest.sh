@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 
-cargo build --release --locked --bin leadgate --bin loadgen >&2
+cargo build --release --locked --workspace --bins >&2
 bin=target/release
 
 work=$(mktemp -d)

@@ -11,7 +11,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, Responder};
+use actix_web::{HttpMessage, HttpResponse, Responder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
@@ -19,10 +19,18 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global log subscriber once; later calls are no-ops (tests build many apps).
-pub fn init_logging(cfg: &LogConfig) {
+///
+/// Lines are written to stdout by a background thread, so a request never waits on a `write`
+/// syscall; the buffer blocks rather than drops when full. Keep the returned guard alive until
+/// exit: dropping it flushes what is buffered.
+pub fn init_logging(cfg: &LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_target(false);
     let _ = match cfg.format {
         LogFormat::Json => builder
@@ -33,6 +41,7 @@ pub fn init_logging(cfg: &LogConfig) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -62,6 +71,19 @@ pub async fn render_metrics() -> impl Responder {
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What a handler wants on its request's log line (put in the request's extensions). Logging it
+/// with the completion event, rather than recording span fields as the request goes, keeps a
+/// webhook to one cheap line: each span-field record re-formats the span's fields.
+#[derive(Debug, Clone)]
+pub struct LogNote {
+    pub source: String,
+    pub event_id: Option<String>,
+    /// `stored`, `duplicate`, or the refusal's error code.
+    pub outcome: &'static str,
+    /// Why a request was refused (never a secret or payload content).
+    pub detail: Option<String>,
+}
+
 /// Wraps each request in a span with a request id, and logs one line when it completes.
 pub async fn request_span(
     req: ServiceRequest,
@@ -79,26 +101,34 @@ pub async fn request_span(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let quiet = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %req.method(),
-        route = tracing::field::Empty,
-        source = tracing::field::Empty,
-    );
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %request_id);
     let started = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let latency_us = started.elapsed().as_micros() as u64;
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".into());
-    span.record("route", route.as_str());
-    if quiet {
-        tracing::debug!(parent: &span, status, latency_us, "request completed");
-    } else {
-        tracing::info!(parent: &span, status, latency_us, "request completed");
+    let route = res.request().match_pattern();
+    let route = route.as_deref().unwrap_or("unmatched");
+    let note = res.request().extensions().get::<LogNote>().cloned();
+    match note {
+        Some(n) => tracing::info!(
+            parent: &span,
+            %method,
+            route,
+            status,
+            latency_us,
+            source = %n.source,
+            event_id = n.event_id.as_deref().unwrap_or(""),
+            outcome = n.outcome,
+            detail = n.detail.as_deref().unwrap_or(""),
+            "request completed"
+        ),
+        None if quiet => {
+            tracing::debug!(parent: &span, %method, route, status, latency_us, "request completed")
+        }
+        None => {
+            tracing::info!(parent: &span, %method, route, status, latency_us, "request completed")
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json_path::JsonPath;
 
 use super::{non_zero, resolve, EnvVars};
-use crate::ingest::decode;
+use crate::ingest::decode::{self, EventIdPath};
 use crate::ingest::verify::{self, SchemeOptions, Secret, Verifier};
 
 /// A source's name: the `{source}` URL segment, `[a-z0-9_-]{1,64}`.
@@ -162,7 +161,7 @@ pub struct SourceConfig {
     pub url_is_exact: bool,
     pub body_limit: usize,
     pub rate_limit: Option<RateLimit>,
-    pub event_id: Option<JsonPath>,
+    pub event_id: Option<EventIdPath>,
     pub mapping: Option<PathBuf>,
     pub decode: decode::Limits,
 }
@@ -286,7 +285,7 @@ impl RawSource {
             .as_deref()
             .or_else(|| verifier.default_event_id_path());
         let event_id = match event_id_src {
-            Some(p) => Some(JsonPath::parse(p).map_err(|e| {
+            Some(p) => Some(EventIdPath::parse(p).map_err(|e| {
                 (
                     key("event_id"),
                     format!("{p:?} is not an RFC 9535 JSONPath: {e}"),

@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use governor::clock::{Clock, DefaultClock};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::decode::{self, BodyKind};
+use super::decode;
 use super::verify::{Inbound, Verified};
 use super::{Ingest, IngestError, Source};
-use crate::store::{Inserted, NewEvent};
+use crate::store::{EventId, Inserted, NewEvent};
+use crate::telemetry::LogNote;
 
 /// Longest provider event id kept verbatim; longer ones are hashed.
 const MAX_EVENT_ID: usize = 200;
@@ -27,16 +27,43 @@ pub async fn receive(
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, IngestError> {
     let source = ingest.source(&path).ok_or(IngestError::UnknownSource)?;
-    tracing::Span::current().record("source", source.cfg.name.as_str());
     let result = accept(&req, payload, &ingest, &source).await;
-    match &result {
-        Ok(_) => {}
+    let (event_id, outcome, detail) = match &result {
+        Ok(Accepted::Stored(id)) => (Some(id.to_string()), "stored", None),
+        Ok(Accepted::Duplicate(id)) => (Some(id.to_string()), "duplicate", None),
+        Ok(Accepted::UrlCheck) => (None, "url_check", None),
         Err(e) => {
             source.rejected(e.code());
-            tracing::info!(reason = e.code(), detail = %e, "webhook refused");
+            if let IngestError::Store(inner) = e {
+                tracing::error!(error = %inner, "cannot store a webhook; answered 503 so the provider retries");
+            }
+            (None, e.code(), Some(e.to_string()))
         }
-    }
-    result
+    };
+    req.extensions_mut().insert(LogNote {
+        source: source.cfg.name.as_str().to_string(),
+        event_id,
+        outcome,
+        detail,
+    });
+    result.map(|a| match a {
+        Accepted::Stored(id) => {
+            HttpResponse::Accepted().json(serde_json::json!({ "id": id.to_string() }))
+        }
+        Accepted::Duplicate(id) => {
+            HttpResponse::Ok().json(serde_json::json!({ "id": id.to_string(), "duplicate": true }))
+        }
+        Accepted::UrlCheck => HttpResponse::Ok().json(serde_json::json!({ "ok": true })),
+    })
+}
+
+/// What happened to an accepted delivery.
+enum Accepted {
+    Stored(EventId),
+    /// Seen before; nothing new stored.
+    Duplicate(EventId),
+    /// An empty POST a provider sends to check the URL; nothing to store.
+    UrlCheck,
 }
 
 async fn accept(
@@ -44,7 +71,7 @@ async fn accept(
     payload: web::Payload,
     ingest: &Ingest,
     source: &Source,
-) -> Result<HttpResponse, IngestError> {
+) -> Result<Accepted, IngestError> {
     source.received.increment(1);
     if let Some(limiter) = &source.limiter {
         if let Err(not_until) = limiter.check() {
@@ -73,15 +100,17 @@ async fn accept(
         .and_then(|v| v.to_str().ok());
     if body.iter().all(u8::is_ascii_whitespace) && source.cfg.verifier.answers_url_check() {
         // Some providers "validate" a URL with an empty POST; nothing to store.
-        return Ok(HttpResponse::Ok().json(serde_json::json!({ "ok": true })));
+        return Ok(Accepted::UrlCheck);
     }
-    let decoded = decode::decode(content_type, &body, &source.cfg.decode)?;
-
-    let dedupe_key = dedupe_key(&verified, source, &decoded.value, &body);
-    let payload = match decoded.kind {
-        BodyKind::Json => None,
-        BodyKind::Form | BodyKind::Multipart => Some(decoded.value.to_string()),
-    };
+    let checked = decode::check(
+        content_type,
+        &body,
+        &source.cfg.decode,
+        source.cfg.event_id.as_ref(),
+    )?;
+    let dedupe_key = dedupe_key(verified, checked.event_id, &body);
+    // JSON bodies are stored as they came; forms and multipart also as decoded JSON.
+    let payload = checked.payload.map(|v| v.to_string());
     let event = NewEvent {
         source: source.cfg.name.as_str().to_string(),
         dedupe_key,
@@ -94,14 +123,11 @@ async fn accept(
         Inserted::New(id) => {
             source.accepted.increment(1);
             ingest.events_waiting.notify_one();
-            tracing::info!(event_id = %id, "webhook stored");
-            Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id.to_string() })))
+            Ok(Accepted::Stored(id))
         }
         Inserted::Duplicate(id) => {
             source.duplicates.increment(1);
-            tracing::info!(event_id = %id, "duplicate webhook, nothing stored");
-            Ok(HttpResponse::Ok()
-                .json(serde_json::json!({ "id": id.to_string(), "duplicate": true })))
+            Ok(Accepted::Duplicate(id))
         }
     }
 }
@@ -132,17 +158,10 @@ async fn read_body(
 }
 
 /// The provider's id for this delivery, so a redelivery is recognised: the scheme's own id
-/// (`webhook-id`, Mailgun token), else the source's JSONPath (`$.event_id`), else a body hash.
-fn dedupe_key(verified: &Verified, source: &Source, value: &Value, body: &[u8]) -> String {
-    let from_path = || {
-        let path = source.cfg.event_id.as_ref()?;
-        match path.query(value).first()? {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    };
-    match verified.event_id.clone().or_else(from_path) {
+/// (`webhook-id`, Mailgun token), else the one at the source's JSONPath (`$.event_id`), else a
+/// hash of the body.
+fn dedupe_key(verified: Verified, from_body: Option<String>, body: &[u8]) -> String {
+    match verified.event_id.or(from_body) {
         Some(id) if id.len() <= MAX_EVENT_ID => id,
         Some(id) => format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
         None => format!("body-sha256:{}", hex::encode(Sha256::digest(body))),

@@ -185,22 +185,27 @@ impl MappingSet {
         value: &Value,
         received_at: DateTime<Utc>,
     ) -> Result<Mapped, Unmappable> {
-        let Some(m) = self.by_source.get(source) else {
-            return Err(Unmappable {
-                file: String::new(),
-                key: format!("sources.{source}.mapping"),
-                reason: "this source has no mapping".into(),
-            });
-        };
-        m.map(source, value, received_at).map_err(|f| Unmappable {
-            file: f.file,
-            key: f.failure.key,
-            reason: f.failure.reason,
+        self.mapping_for(source)?
+            .map(source, value, received_at)
+            .map_err(|f| Unmappable {
+                file: f.file,
+                key: f.failure.key,
+                reason: f.failure.reason,
+            })
+    }
+
+    fn mapping_for(&self, source: &str) -> Result<&Arc<Mapping>, Unmappable> {
+        self.by_source.get(source).ok_or_else(|| Unmappable {
+            file: String::new(),
+            key: format!("sources.{source}.mapping"),
+            reason: "this source has no mapping".into(),
         })
     }
 
     /// Maps a stored event: its JSON (see [`event_value`]) at its `received_at`.
     pub fn map_event(&self, event: &StoredEvent) -> Result<Mapped, Unmappable> {
+        // A source without a mapping is told apart before its body is parsed.
+        self.mapping_for(&event.source)?;
         let value = event_value(event).map_err(|e| Unmappable {
             file: String::new(),
             key: "payload".into(),

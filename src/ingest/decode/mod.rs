@@ -17,10 +17,14 @@
 
 mod form;
 mod multipart;
+mod scan;
+
+pub use self::scan::{EventIdPath, PlainPath};
 
 use std::borrow::Cow;
 
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
+use mime::Mime;
 use serde_json::Value;
 
 /// What kind of body arrived; JSON bodies are stored once (raw), others also as decoded JSON.
@@ -88,21 +92,98 @@ const SERDE_JSON_MAX_DEPTH: usize = 127;
 /// At most this much of an unparseable `Content-Type` header is quoted back in an error.
 const MAX_QUOTED_TYPE: usize = 100;
 
+/// What ingest needs to know about a body before storing it.
+#[derive(Debug)]
+pub struct Checked {
+    pub kind: BodyKind,
+    /// The decoded value of a form or multipart body (a JSON body is stored as it came).
+    pub payload: Option<Value>,
+    /// The string or number at the source's event-id path.
+    pub event_id: Option<String>,
+}
+
+/// Checks a body as [`decode`] would and finds its event id, building the value only when it
+/// has to be stored (forms, multipart) or the id path needs it. A UTF-8 JSON body with a plain
+/// id path is checked in one pass over its bytes ([`scan`]).
+pub fn check(
+    content_type: Option<&str>,
+    body: &[u8],
+    limits: &Limits,
+    event_id: Option<&EventIdPath>,
+) -> Result<Checked, DecodeError> {
+    let (mime, kind, charset) = classify(content_type, body)?;
+    if kind == BodyKind::Json {
+        let (json, charset) = sniff_bom(body, charset);
+        let plain = match event_id {
+            None => Some(None),
+            Some(EventIdPath::Plain(p)) => Some(Some(p)),
+            Some(EventIdPath::General(_)) => None,
+        };
+        if let (true, Some(path)) = (charset == UTF_8, plain) {
+            let id = scan::scan(json, limits.max_depth, path).map_err(|e| match e {
+                scan::ScanError::Json(e) => json_error(&e),
+                scan::ScanError::TooDeep => too_deep(limits),
+            })?;
+            return Ok(Checked {
+                kind,
+                payload: None,
+                event_id: id,
+            });
+        }
+        let value = decode_json(json, charset, limits)?;
+        return Ok(Checked {
+            kind,
+            payload: None,
+            event_id: event_id.and_then(|p| p.find(&value)),
+        });
+    }
+    let value = decode_classified(&mime, kind, charset, body, limits)?.value;
+    Ok(Checked {
+        kind,
+        event_id: event_id.and_then(|p| p.find(&value)),
+        payload: Some(value),
+    })
+}
+
+/// The content type, body kind and charset of a request, and the empty-body check.
+fn classify(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(Mime, BodyKind, &'static Encoding), DecodeError> {
+    let raw_type = content_type.ok_or(DecodeError::MissingContentType)?;
+    let mime = parse_type(raw_type)?;
+    let kind = body_kind(&mime)?;
+    let charset = charset(&mime)?;
+    if is_blank(body) {
+        return Err(DecodeError::malformed("empty body"));
+    }
+    Ok((mime, kind, charset))
+}
+
+fn too_deep(limits: &Limits) -> DecodeError {
+    DecodeError::Malformed(format!(
+        "JSON nested deeper than {} levels",
+        limits.max_depth
+    ))
+}
+
 /// The body turned into one JSON value, following the content type and charset of the request.
 pub fn decode(
     content_type: Option<&str>,
     body: &[u8],
     limits: &Limits,
 ) -> Result<Decoded, DecodeError> {
-    let raw_type = content_type.ok_or(DecodeError::MissingContentType)?;
-    let mime = parse_type(raw_type)?;
-    let kind = body_kind(&mime)?;
-    let charset = charset(&mime)?;
+    let (mime, kind, charset) = classify(content_type, body)?;
+    decode_classified(&mime, kind, charset, body, limits)
+}
 
-    if is_blank(body) {
-        return Err(DecodeError::malformed("empty body"));
-    }
-
+fn decode_classified(
+    mime: &Mime,
+    kind: BodyKind,
+    charset: &'static Encoding,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
     match kind {
         BodyKind::Json => {
             let (body, charset) = sniff_bom(body, charset);
@@ -254,10 +335,7 @@ fn decode_json(
     };
     let value: Value = parsed.map_err(|e| json_error(&e))?;
     if nested_deeper_than(&value, limits.max_depth) {
-        return Err(DecodeError::Malformed(format!(
-            "JSON nested deeper than {} levels",
-            limits.max_depth
-        )));
+        return Err(too_deep(limits));
     }
     Ok(value)
 }
