@@ -6,6 +6,7 @@ mod cli;
 mod deliver;
 mod ingest;
 mod mapping;
+mod ops;
 mod pipeline;
 mod process;
 mod schemes;
