@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod deliver;
+mod deploy;
 mod ingest;
 mod mapping;
 mod ops;
