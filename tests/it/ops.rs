@@ -658,3 +658,31 @@ async fn sigterm_during_load_drains_finishes_the_crm_batch_and_loses_no_acknowle
     }
     drop(again);
 }
+
+#[tokio::test]
+async fn sigterm_still_stops_the_process_when_its_stdout_and_stderr_are_closed() {
+    // A log shipper or `leadgate serve | head` going away must not break shutdown or requests.
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = AppBuilder::new()
+        .toml("[[sources]]\nname = \"typeform\"\nscheme = \"typeform\"\nsecret_env = \"TF\"\n")
+        .env("TF", "tf-secret")
+        .env("LEADGATE_LOG__LEVEL", "info")
+        .spawn_process(dir.path());
+    drop(app.child.stdout.take());
+    drop(app.child.stderr.take());
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let status = post_load(&client, &app.base, i).await;
+        assert_eq!(status, Some(202), "delivery {i} with the log pipes closed");
+    }
+    app.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = app.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
