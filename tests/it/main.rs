@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod deliver;
 mod deploy;
+mod docs;
 mod ingest;
 mod mapping;
 mod ops;
