@@ -121,7 +121,8 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339()
 }
 
-/// `GET /admin/leads/{email}`: stored state, history, and the score explained as of now.
+/// `GET /admin/leads/{email}`: stored state, stage history, the score explained as of now, the
+/// events that touched the lead, and where its CRM update stands.
 async fn get_lead(
     path: web::Path<String>,
     admin: web::Data<Admin>,
@@ -146,6 +147,17 @@ async fn get_lead(
             })
         })
         .unwrap_or(Value::Null);
+    let delivery = admin.store.lead_delivery(email.as_str()).await?;
+    let crm = json!({
+        "delivered": delivery.delivered.map(|(version, at)| json!({
+            "version": version, "at": rfc3339(at),
+        })),
+        "pending": delivery.pending.map(|p| json!({
+            "version": p.version, "attempts": p.attempts, "in_flight": p.in_flight,
+            "next_attempt_at": rfc3339(p.next_attempt_at_ms), "last_error": p.last_error,
+        })),
+        "dead_letters": delivery.dead_letters,
+    });
     Ok(HttpResponse::Ok().json(json!({
         "email": rec.email,
         "stage": rec.stage,
@@ -156,8 +168,10 @@ async fn get_lead(
         "created_at": rfc3339(rec.created_at_ms),
         "updated_at": rfc3339(rec.updated_at_ms),
         "now": explained,
-        "state": state,
+        "history": state.history,
         "events": events.iter().map(EventId::to_string).collect::<Vec<_>>(),
+        "crm": crm,
+        "state": state,
     })))
 }
 

@@ -1,4 +1,4 @@
-//! The `leadgate` command: `serve`, `check`, `map`, `send`, `replay`.
+//! The `leadgate` command: `serve`, `check`, `map`, `send`, `replay`, `probe`.
 //! The command implementations live in `src/cli/` (part of this binary, not of the library).
 
 mod cli;
@@ -35,6 +35,8 @@ enum Command {
     Send(cli::send::Args),
     /// Re-deliver dead letters (`--dead-letters [--id N ...]`, `--list` to see them).
     Replay(cli::replay::Args),
+    /// GET a URL and exit 0 if it answers 200 (container health checks: the image has no curl).
+    Probe(cli::probe::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Map(args) => cli::map::run(config, args),
         Command::Send(args) => cli::send::run(config, args),
         Command::Replay(args) => cli::replay::run(config, args),
+        Command::Probe(args) => cli::probe::run(config, args),
     };
     match result {
         Ok(code) => code,

@@ -31,7 +31,11 @@ pub fn init_logging(cfg: &LogConfig) -> tracing_appender::non_blocking::WorkerGu
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_target(false);
+        .with_target(false)
+        // When stdout is gone (a closed pipe), tracing-subscriber reports the failed write with
+        // `eprintln!`, which panics if stderr is gone too, killing whichever task logged: the
+        // shutdown task or a worker. Losing log lines is better than hanging on SIGTERM.
+        .log_internal_errors(false);
     let _ = match cfg.format {
         LogFormat::Json => builder
             .json()

@@ -90,7 +90,13 @@ impl Limiter {
         if let Ok(mut g) = self.gate.lock() {
             match *g {
                 Some(p) if p.until >= until => {}
-                _ => *g = Some(Pause { until, reason }),
+                Some(p) if p.until > Instant::now() => *g = Some(Pause { until, reason }),
+                _ => {
+                    // Counted when the gate closes, not when a pause is extended.
+                    metrics::counter!("leadgate_crm_pauses_total", "reason" => reason.as_str())
+                        .increment(1);
+                    *g = Some(Pause { until, reason });
+                }
             }
         }
     }

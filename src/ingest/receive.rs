@@ -17,6 +17,10 @@ use super::{Ingest, IngestError, Source};
 use crate::store::{EventId, Inserted, NewEvent};
 use crate::telemetry::LogNote;
 
+/// The `source` label of refusals at a URL no source is configured for (not a valid source name,
+/// so it never collides with one).
+pub const UNKNOWN_SOURCE: &str = "(unknown)";
+
 /// Longest provider event id kept verbatim; longer ones are hashed.
 const MAX_EVENT_ID: usize = 200;
 
@@ -26,7 +30,17 @@ pub async fn receive(
     payload: web::Payload,
     ingest: web::Data<Ingest>,
 ) -> Result<HttpResponse, IngestError> {
-    let source = ingest.source(&path).ok_or(IngestError::UnknownSource)?;
+    let Some(source) = ingest.source(&path) else {
+        // A URL typo on the provider's side shows up here; the path itself is not a label
+        // (anyone can invent paths, and labels must stay few).
+        metrics::counter!(
+            "leadgate_webhooks_rejected_total",
+            "source" => UNKNOWN_SOURCE,
+            "reason" => IngestError::UnknownSource.code()
+        )
+        .increment(1);
+        return Err(IngestError::UnknownSource);
+    };
     let result = accept(&req, payload, &ingest, &source).await;
     let (event_id, outcome, detail) = match &result {
         Ok(Accepted::Stored(id)) => (Some(id.to_string()), "stored", None),

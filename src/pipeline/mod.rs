@@ -258,15 +258,16 @@ impl Pipeline {
 /// Leads re-checked per read during a sweep.
 const SWEEP_PAGE: usize = 200;
 
-/// Counts committed stage transitions by source and stage.
+/// Counts committed stage transitions by source and the stage entered (`from`: the stage left,
+/// `new` for a new lead).
 fn report(transitions: &Mutex<Vec<Transition>>) {
     if let Ok(list) = transitions.lock() {
         for t in list.iter() {
             metrics::counter!(
                 "leadgate_stage_transitions_total",
                 "source" => t.source.clone(),
-                "from" => t.from.clone().unwrap_or_else(|| "new".into()),
-                "to" => t.to.clone()
+                "stage" => t.to.clone(),
+                "from" => t.from.clone().unwrap_or_else(|| "new".into())
             )
             .increment(1);
         }

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use self::outbox::{
-    Claimed, DeadLetter, OutboxDepth, Outcome, RecordResult, Recorded, Requeued,
+    Claimed, DeadLetter, LeadDelivery, OutboxDepth, Outcome, PendingUpdate, RecordResult, Recorded,
+    Requeued,
 };
 use crate::outbox::CrmUpdate;
 
@@ -263,6 +264,8 @@ pub trait Store: Send + Sync + 'static {
     async fn requeue_dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Requeued, StoreError>;
     /// Pending, in-flight and dead counts.
     async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError>;
+    /// One lead's delivery state (delivered version, pending update, dead letters).
+    async fn lead_delivery(&self, email: &str) -> Result<LeadDelivery, StoreError>;
 }
 
 #[cfg(test)]

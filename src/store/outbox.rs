@@ -94,6 +94,29 @@ pub struct OutboxDepth {
     pub next_due_at_ms: Option<i64>,
 }
 
+/// One lead's delivery state: what the CRM has, what is still to go, and what gave up (admin API).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeadDelivery {
+    /// The version the CRM last accepted, and when (Unix ms).
+    pub delivered: Option<(i64, i64)>,
+    /// The update waiting in the outbox, if any.
+    pub pending: Option<PendingUpdate>,
+    /// Ids of this lead's dead letters, oldest first.
+    pub dead_letters: Vec<i64>,
+}
+
+/// An outbox row as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpdate {
+    pub version: i64,
+    pub attempts: u32,
+    pub next_attempt_at_ms: i64,
+    /// A worker is sending it right now.
+    pub in_flight: bool,
+    /// The last failure's message (the CRM's, or a transport error).
+    pub last_error: Option<String>,
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

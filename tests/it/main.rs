@@ -4,8 +4,11 @@ mod support;
 
 mod cli;
 mod deliver;
+mod deploy;
+mod docs;
 mod ingest;
 mod mapping;
+mod ops;
 mod pipeline;
 mod process;
 mod schemes;

@@ -225,6 +225,12 @@ impl FakeHubSpot {
         lock(&self.state).arrivals.len()
     }
 
+    /// Requests that reached the fake, including any still waiting out [`set_delay`](Self::set_delay)
+    /// (more than [`requests`](Self::requests) while one is being answered).
+    pub fn started(&self) -> u64 {
+        lock(&self.state).daily_used
+    }
+
     /// 429s sent.
     pub fn rate_limited(&self) -> usize {
         lock(&self.state).rate_limited

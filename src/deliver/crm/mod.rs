@@ -135,23 +135,23 @@ impl Http {
                 p.reason.as_str()
             )));
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| classify_transport(self.crm, &e))?;
+        let count = |status: String| {
+            metrics::counter!("leadgate_crm_requests_total", "crm" => self.crm, "status" => status)
+                .increment(1);
+        };
+        let res = req.send().await.map_err(|e| {
+            // No HTTP status: connection refused, timeout, TLS failure.
+            count("error".into());
+            classify_transport(self.crm, &e)
+        })?;
         let status = res.status().as_u16();
+        count(status.to_string());
         let headers = res.headers().clone();
         let text = res
             .text()
             .await
             .map_err(|e| classify_transport(self.crm, &e))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        metrics::counter!(
-            "leadgate_crm_requests_total",
-            "crm" => self.crm,
-            "status" => status.to_string()
-        )
-        .increment(1);
         Ok(Answer {
             status,
             headers,

@@ -15,9 +15,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use self::writer::Writer;
 use super::{
-    Claimed, DeadLetter, EventId, EventStatus, FunnelCount, Inserted, LeadRecord, NewEvent,
-    OutboxDepth, Processed, RecordResult, Recorded, ReplayFilter, Requeued, Store, StoreError,
-    StoredEvent,
+    Claimed, DeadLetter, EventId, EventStatus, FunnelCount, Inserted, LeadDelivery, LeadRecord,
+    NewEvent, OutboxDepth, Processed, RecordResult, Recorded, ReplayFilter, Requeued, Store,
+    StoreError, StoredEvent,
 };
 use crate::outbox::CrmUpdate;
 
@@ -303,6 +303,11 @@ impl Store for SqliteStore {
 
     async fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
         self.read(outbox::depth).await
+    }
+
+    async fn lead_delivery(&self, email: &str) -> Result<LeadDelivery, StoreError> {
+        let email = email.to_string();
+        self.read(move |c| outbox::lead_delivery(c, &email)).await
     }
 }
 

@@ -13,7 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::lead::Email;
 use crate::outbox::CrmUpdate;
 use crate::store::outbox::{
-    now_ms, Claimed, DeadLetter, OutboxDepth, Outcome, RecordResult, Recorded, Requeued,
+    now_ms, Claimed, DeadLetter, LeadDelivery, OutboxDepth, Outcome, PendingUpdate, RecordResult,
+    Recorded, Requeued,
 };
 use crate::store::StoreError;
 
@@ -362,6 +363,38 @@ pub fn depth(conn: &Connection) -> Result<OutboxDepth, StoreError> {
         in_flight: in_flight as u64,
         dead_letters: dead as u64,
         next_due_at_ms: next,
+    })
+}
+
+/// One lead's delivery state.
+pub fn lead_delivery(conn: &Connection, email: &str) -> Result<LeadDelivery, StoreError> {
+    let delivered = conn
+        .prepare_cached("SELECT version, delivered_at FROM crm_delivered WHERE email = ?1")?
+        .query_row(params![email], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let pending = conn
+        .prepare_cached(
+            "SELECT version, attempts, next_attempt_at, inflight_version IS NOT NULL, last_error
+               FROM outbox WHERE email = ?1",
+        )?
+        .query_row(params![email], |r| {
+            Ok(PendingUpdate {
+                version: r.get(0)?,
+                attempts: r.get(1)?,
+                next_attempt_at_ms: r.get(2)?,
+                in_flight: r.get(3)?,
+                last_error: r.get(4)?,
+            })
+        })
+        .optional()?;
+    let dead_letters = conn
+        .prepare_cached("SELECT id FROM dead_letters WHERE email = ?1 ORDER BY id")?
+        .query_map(params![email], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(LeadDelivery {
+        delivered,
+        pending,
+        dead_letters,
     })
 }
 
