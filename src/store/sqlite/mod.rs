@@ -2,6 +2,7 @@
 //! it returns. All writes go through one group-commit thread ([`writer`]); reads use a small pool
 //! of read-only connections on the blocking pool, which WAL lets run beside the writer.
 
+mod checkpoint;
 mod leads;
 mod migrate;
 pub mod outbox;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use self::checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
 use self::writer::Writer;
 use super::{
     Claimed, DeadLetter, EventId, EventStatus, FunnelCount, Inserted, LeadDelivery, LeadRecord,
@@ -27,6 +29,7 @@ const IDLE_READERS: usize = 4;
 pub struct SqliteStore {
     path: PathBuf,
     writer: Writer,
+    checkpointer: Checkpointer,
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
@@ -61,11 +64,16 @@ impl SqliteStore {
              PRAGMA foreign_keys = ON;",
         )
         .map_err(|e| open_err(path, e))?;
+        // Checkpoints run on their own thread (see `checkpoint`); this is only the safety net.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            .map_err(|e| open_err(path, e))?;
         migrate::run(&mut conn).map_err(|e| open_err(path, e))?;
         let writer = Writer::start(conn).map_err(|e| open_err(path, e))?;
+        let checkpointer = Checkpointer::start(path).map_err(|e| open_err(path, e))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer,
+            checkpointer,
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
@@ -205,6 +213,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
+        self.checkpointer.stop();
         self.writer.close().await;
         if let Ok(mut p) = self.readers.lock() {
             p.clear();
@@ -349,6 +358,29 @@ mod tests {
         let stored = store.event(first.id()).await.unwrap().unwrap();
         assert_eq!(&stored.body[..], br#"{"event_id":"e"}"#);
         assert_eq!(stored.status, EventStatus::Received);
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_by_its_own_thread_not_by_the_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        // ~2 MiB of WAL: far below the writer's own threshold, so only the thread copies it back.
+        for i in 0..64 {
+            let mut e = event(&format!("big{i}"));
+            e.body = bytes::Bytes::from(vec![b'x'; 32 * 1024]);
+            store.insert_event(e).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < before + 2 * 1024 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file never received the WAL's pages"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
