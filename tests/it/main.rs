@@ -7,6 +7,7 @@ mod deliver;
 mod deploy;
 mod docs;
 mod ingest;
+mod logs;
 mod mapping;
 mod ops;
 mod pipeline;
