@@ -2,6 +2,7 @@
 
 mod support;
 
+mod badinput;
 mod cli;
 mod deliver;
 mod deploy;
