@@ -2,11 +2,13 @@
 
 mod support;
 
+mod badinput;
 mod cli;
 mod deliver;
 mod deploy;
 mod docs;
 mod ingest;
+mod logs;
 mod mapping;
 mod ops;
 mod pipeline;

@@ -45,20 +45,19 @@ impl Verifier for Basic {
         let Some(raw) = req.headers.get(AUTHORIZATION) else {
             return Err(VerifyError::MissingCredentials);
         };
-        let raw = raw
-            .to_str()
-            .map_err(|_| VerifyError::Malformed("authorization".into(), "not visible ASCII"))?;
+        // Garbled Basic credentials are wrong credentials (`invalid_credentials`, as the token
+        // scheme answers), not a signature problem: the operator's fix is the user:password.
+        let raw = raw.to_str().map_err(|_| VerifyError::BadCredentials)?;
         let encoded = match raw.trim().split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => rest,
             // Another scheme (Bearer, ...) carries no Basic credentials.
             _ => return Err(VerifyError::MissingCredentials),
         };
-        let decoded = b64_decode_lenient(encoded)
-            .ok_or_else(|| VerifyError::Malformed("authorization".into(), "not base64"))?;
+        let decoded = b64_decode_lenient(encoded).ok_or(VerifyError::BadCredentials)?;
         let colon = decoded
             .iter()
             .position(|b| *b == b':')
-            .ok_or_else(|| VerifyError::Malformed("authorization".into(), "no user:password"))?;
+            .ok_or(VerifyError::BadCredentials)?;
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
         // Non-short-circuit `|` and `&`: the time taken does not say which part was wrong.
         let user_ok = ct_eq_secret(user, self.username.as_bytes());
@@ -160,15 +159,14 @@ mod tests {
         let b = basic(None, &["pw"]);
         assert_eq!(
             check(&b, Some("Basic ***")),
-            Err(VerifyError::Malformed("authorization".into(), "not base64"))
+            Err(VerifyError::BadCredentials)
         );
         let no_colon = format!("Basic {}", b64().encode("leadgatepw"));
+        assert_eq!(check(&b, Some(&no_colon)), Err(VerifyError::BadCredentials));
         assert_eq!(
-            check(&b, Some(&no_colon)),
-            Err(VerifyError::Malformed(
-                "authorization".into(),
-                "no user:password"
-            ))
+            VerifyError::BadCredentials.code(),
+            "invalid_credentials",
+            "the code operators look up for the basic scheme"
         );
     }
 

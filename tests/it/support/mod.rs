@@ -28,6 +28,8 @@ pub fn fixture(path: &str) -> Vec<u8> {
 pub struct AppBuilder {
     sections: Vec<String>,
     env: BTreeMap<String, String>,
+    /// `[log] level`; `warn` unless a test raises it.
+    log_level: Option<String>,
 }
 
 impl AppBuilder {
@@ -46,10 +48,17 @@ impl AppBuilder {
         self
     }
 
+    /// Sets `[log] level` (e.g. `"trace"` to see every line the app could write).
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = Some(level.into());
+        self
+    }
+
     fn text(&self, listen: &str) -> String {
         format!(
             "[server]\nlisten = \"{listen}\"\npublic_url = \"{PUBLIC_URL}\"\nworkers = 1\nshutdown_timeout_secs = 5\n\
-             [store]\nurl = \"sqlite://data/leadgate.db\"\n[log]\nlevel = \"warn\"\n{}\n",
+             [store]\nurl = \"sqlite://data/leadgate.db\"\n[log]\nlevel = \"{}\"\n{}\n",
+            self.log_level.as_deref().unwrap_or("warn"),
             self.sections.join("\n")
         )
     }
@@ -84,16 +93,29 @@ impl AppBuilder {
 
     /// Writes the config file and starts the real binary as a child process.
     pub fn spawn_process(self, dir: &Path) -> ChildApp {
+        self.spawn_child(dir, Stdio::piped(), Stdio::piped(), false)
+    }
+
+    /// Like [`spawn_process`](Self::spawn_process), with stdout and stderr both appended to `log`
+    /// and `RUST_LOG` removed, so the `[log] level` of the builder decides what is written.
+    pub fn spawn_process_logged(self, dir: &Path, log: &Path) -> ChildApp {
+        let file = std::fs::File::create(log).expect("create log file");
+        let err = file.try_clone().expect("clone log file");
+        self.spawn_child(dir, Stdio::from(file), Stdio::from(err), true)
+    }
+
+    fn spawn_child(self, dir: &Path, out: Stdio, err: Stdio, clean_log_env: bool) -> ChildApp {
         let port = free_port();
         let path = dir.join("leadgate.toml");
         std::fs::write(&path, self.text(&format!("127.0.0.1:{port}"))).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_leadgate"))
-            .arg("--config")
-            .arg(&path)
-            .arg("serve")
-            .envs(&self.env)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leadgate"));
+        cmd.arg("--config").arg(&path).arg("serve").envs(&self.env);
+        if clean_log_env {
+            cmd.env_remove("RUST_LOG");
+        }
+        let child = cmd
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("leadgate starts");
         let app = ChildApp {
