@@ -13,4 +13,5 @@ mod mapping;
 mod ops;
 mod pipeline;
 mod process;
+mod reliability;
 mod schemes;

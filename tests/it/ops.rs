@@ -51,7 +51,7 @@ fn hubspot_crm(fake: &FakeHubSpot) -> String {
 }
 
 /// Polls `f` until it returns Some, or fails after `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -69,10 +69,10 @@ where
 // ---- Prometheus text format ----
 
 /// One sample: series name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
+pub(crate) type Sample = (String, BTreeMap<String, String>, f64);
 
 /// Parses the sample lines of a Prometheus text exposition (`name{k="v",...} value`).
-fn samples(text: &str) -> Vec<Sample> {
+pub(crate) fn samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.trim();
@@ -99,7 +99,7 @@ fn samples(text: &str) -> Vec<Sample> {
 }
 
 /// The sum of the samples of `name` whose labels include all of `want` (None: no such series).
-fn value(all: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(all: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
     let matching: Vec<f64> = all
         .iter()
         .filter(|(n, labels, _)| {
@@ -486,11 +486,11 @@ async fn probe_exits_0_on_200_and_1_otherwise() {
 const LEAD_MAPPING: &str =
     "[[lead]]\nemail = \"$.email\"\n[lead.fields]\nlead_source = { value = \"load\" }\n";
 
-fn load_email(i: usize) -> String {
+pub(crate) fn load_email(i: usize) -> String {
     format!("load{i}@example-corp.io")
 }
 
-async fn post_load(client: &reqwest::Client, base: &str, i: usize) -> Option<u16> {
+pub(crate) async fn post_load(client: &reqwest::Client, base: &str, i: usize) -> Option<u16> {
     let body = format!(r#"{{"event_id":"load-{i}","email":"{}"}}"#, load_email(i));
     let out = typeform_signed("tf-secret", body.as_bytes());
     let mut req = client
@@ -504,7 +504,7 @@ async fn post_load(client: &reqwest::Client, base: &str, i: usize) -> Option<u16
     Some(req.send().await.ok()?.status().as_u16())
 }
 
-fn load_builder(dir: &std::path::Path, fake: &FakeHubSpot) -> AppBuilder {
+pub(crate) fn load_builder(dir: &std::path::Path, fake: &FakeHubSpot) -> AppBuilder {
     let mapping = dir.join("load.toml");
     std::fs::write(&mapping, LEAD_MAPPING).unwrap();
     AppBuilder::new()

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,10 +87,43 @@ impl Window {
 pub struct Running {
     pub base_url: String,
     pub handle: ServerHandle,
+    /// The address it listens on (to listen again on the same port after a stop).
+    pub addr: SocketAddr,
 }
 
 /// Starts `handler` as the only route of a one-worker server on 127.0.0.1:0.
 pub fn start<S, F, Fut>(state: Arc<Mutex<S>>, handler: F) -> Running
+where
+    S: Send + 'static,
+    F: Fn(HttpRequest, web::Bytes, Arc<Mutex<S>>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = HttpResponse> + 'static,
+{
+    start_at(SocketAddr::from(([127, 0, 0, 1], 0)), state, handler)
+}
+
+/// [`start`] on a given address; binding is retried for a few seconds, since a listener that
+/// was just stopped on that port may still be closing.
+pub fn start_at<S, F, Fut>(addr: SocketAddr, state: Arc<Mutex<S>>, handler: F) -> Running
+where
+    S: Send + 'static,
+    F: Fn(HttpRequest, web::Bytes, Arc<Mutex<S>>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = HttpResponse> + 'static,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match try_start_at(addr, Arc::clone(&state), handler.clone()) {
+            Ok(r) => return r,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("fake CRM cannot bind {addr}: {e}"),
+        }
+    }
+}
+
+fn try_start_at<S, F, Fut>(
+    addr: SocketAddr,
+    state: Arc<Mutex<S>>,
+    handler: F,
+) -> std::io::Result<Running>
 where
     S: Send + 'static,
     F: Fn(HttpRequest, web::Bytes, Arc<Mutex<S>>) -> Fut + Clone + Send + 'static,
@@ -106,16 +140,16 @@ where
     })
     .workers(1)
     .disable_signals()
-    .bind(("127.0.0.1", 0))
-    .unwrap_or_else(|e| panic!("fake CRM cannot bind a loopback port: {e}"));
+    .bind(addr)?;
     let addr = server.addrs()[0];
     let server = server.run();
     let handle = server.handle();
     tokio::spawn(server);
-    Running {
+    Ok(Running {
         base_url: format!("http://{addr}"),
         handle,
-    }
+        addr,
+    })
 }
 
 /// Locks a fake's state (a panicking test thread must not hide the other failures).

@@ -13,15 +13,20 @@
 //! - A rolling window (default 100 per 10 s) and a daily cap, counting every request; 429 bodies
 //!   with `policyName` `TEN_SECONDLY_ROLLING` or `DAILY`; the `X-HubSpot-RateLimit-*` headers on
 //!   every answer; `Retry-After` on 429 only when configured.
+//! - Outages: [`FakeHubSpot::go_down`] stops listening (connections refused) and
+//!   [`FakeHubSpot::come_up`] listens again on the same port; [`FakeHubSpot::set_failing`]
+//!   answers every request with a fault (e.g. 503) until cleared.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix_web::dev::ServerHandle;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use crate::common::{correlation_id, lock, start, Arrival, Fault, Reply, Running, Window};
+use crate::common::{correlation_id, lock, start, start_at, Arrival, Fault, Reply, Window};
 
 /// The default lifecycle stages, in order.
 pub const LIFECYCLE: &[&str] = &[
@@ -114,6 +119,8 @@ struct State {
     window: Window,
     daily_used: u64,
     faults: Vec<Fault>,
+    /// Every request gets this fault until cleared (an outage of a given length).
+    failing: Option<Fault>,
     forced_429: Vec<(Policy, Option<u64>)>,
     delay: Duration,
     arrivals: Vec<Arrival>,
@@ -133,7 +140,9 @@ struct State {
 pub struct FakeHubSpot {
     pub base_url: String,
     state: Arc<Mutex<State>>,
-    running: Running,
+    addr: SocketAddr,
+    /// The server currently listening (replaced by [`come_up`](FakeHubSpot::come_up)).
+    server: Mutex<ServerHandle>,
 }
 
 impl FakeHubSpot {
@@ -147,6 +156,7 @@ impl FakeHubSpot {
             opts,
             daily_used: 0,
             faults: Vec::new(),
+            failing: None,
             forced_429: Vec::new(),
             delay: Duration::ZERO,
             arrivals: Vec::new(),
@@ -161,9 +171,10 @@ impl FakeHubSpot {
         }));
         let running = start(Arc::clone(&state), handle);
         Self {
-            base_url: running.base_url.clone(),
+            base_url: running.base_url,
             state,
-            running,
+            addr: running.addr,
+            server: Mutex::new(running.handle),
         }
     }
 
@@ -179,6 +190,34 @@ impl FakeHubSpot {
         for _ in 0..n {
             s.faults.push(fault.clone());
         }
+    }
+
+    /// From now on every request gets `fault` (after authentication and rate limiting), until
+    /// called again with `None`: a CRM answering 503 for a while.
+    pub fn set_failing(&self, fault: Option<Fault>) {
+        lock(&self.state).failing = fault;
+    }
+
+    /// Stops listening: new connections are refused and open ones are dropped, as when the CRM's
+    /// host is down. Returns once a connection attempt is refused. State is kept for
+    /// [`come_up`](Self::come_up).
+    pub async fn go_down(&self) {
+        let server = lock(&self.server).clone();
+        server.stop(false).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(self.addr).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the fake HubSpot still accepts connections after stopping"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Listens again on the same port (same base URL, same contacts and counters).
+    pub fn come_up(&self) {
+        let running = start_at(self.addr, Arc::clone(&self.state), handle);
+        *lock(&self.server) = running.handle;
     }
 
     /// The next `n` requests get a 429 of `policy`, with `Retry-After` if given.
@@ -284,7 +323,8 @@ impl FakeHubSpot {
     }
 
     pub async fn stop(&self) {
-        self.running.handle.stop(false).await;
+        let server = lock(&self.server).clone();
+        server.stop(false).await;
     }
 }
 
@@ -406,8 +446,13 @@ impl State {
         if self.daily_used > self.opts.daily_max {
             return self.too_many(Policy::Daily, self.opts.retry_after_secs);
         }
-        if !self.faults.is_empty() {
-            match self.faults.remove(0) {
+        let fault = match &self.failing {
+            Some(f) => Some(f.clone()),
+            None if !self.faults.is_empty() => Some(self.faults.remove(0)),
+            None => None,
+        };
+        if let Some(fault) = fault {
+            match fault {
                 Fault::Status(423) => return error(423, "LOCKED", "Contact is locked"),
                 Fault::Status(477) => {
                     return error(477, "MIGRATION_IN_PROGRESS", "Migration in progress")
