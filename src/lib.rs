@@ -9,6 +9,9 @@
 pub mod admin;
 pub mod config;
 pub mod deliver;
+/// Fuzz-target entry points, shared by `fuzz/` and `tests/fuzz_corpus.rs`; not used by the service.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod ingest;
 pub mod lead;

@@ -158,8 +158,16 @@ impl Verifier for Mailgun {
             secret.bytes(),
             &[timestamp.as_bytes(), token.as_bytes()],
         ));
+        // Classified by the media type alone, as the decoder reads it; a type that only mentions
+        // json or urlencoded in a parameter is neither, and `verify` refuses any multipart type.
         let ct = req.content_type.to_ascii_lowercase();
-        if ct.contains("json") {
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if essence.starts_with("multipart/") {
+            return Err(SignError::Unsupported(
+                "multipart Mailgun posts are not supported; use JSON or urlencoded",
+            ));
+        }
+        if matches!(essence, "application/json" | "text/json") || essence.ends_with("+json") {
             let mut body: serde_json::Value = serde_json::from_slice(&req.body)
                 .map_err(|e| SignError::Invalid(format!("the body is not JSON: {e}")))?;
             let obj = body
@@ -170,7 +178,7 @@ impl Verifier for Mailgun {
                 serde_json::json!({"timestamp": timestamp, "token": token, "signature": signature}),
             );
             req.body = serde_json::to_vec(&body).map_err(|e| SignError::Invalid(e.to_string()))?;
-        } else if ct.contains("x-www-form-urlencoded") {
+        } else if essence == "application/x-www-form-urlencoded" {
             let pairs = form_pairs(&req.body)
                 .ok_or_else(|| SignError::Invalid("form fields are not UTF-8".into()))?;
             let mut ser = form_urlencoded::Serializer::new(String::new());
@@ -435,5 +443,17 @@ mod tests {
 
         let mut text = Outbound::new("https://x", "text/plain", b"hi".to_vec());
         assert!(matches!(m.sign(&mut text), Err(SignError::Unsupported(_))));
+        // Found by fuzzing: a multipart type mentioning urlencoded was signed as a form, which
+        // `verify` then refused.
+        for ct in [
+            "Multipart/form-data; x=application/x-www-form-urlencoded",
+            "multipart/related+json",
+        ] {
+            let mut multipart = Outbound::new("https://x", ct, b"{}".to_vec());
+            assert!(
+                matches!(m.sign(&mut multipart), Err(SignError::Unsupported(_))),
+                "{ct}"
+            );
+        }
     }
 }
