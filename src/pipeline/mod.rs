@@ -97,21 +97,23 @@ impl Pipeline {
         }
         // One engine for the whole batch: a reload never mixes mappings or rules within an event.
         let engine = self.engine.load_full();
-        let transitions = Arc::new(Mutex::new(Vec::new()));
         let work = events.into_iter().map(|ev| {
+            // Per event, so only transitions whose transaction committed are counted.
+            let transitions = Arc::new(Mutex::new(Vec::new()));
             let (outcome, kind) = self.plan(&engine, &ev, now, &transitions);
             let store = Arc::clone(&self.store);
             async move {
                 let r = store.process_event(ev.id, outcome).await;
-                (ev, kind, r)
+                (ev, kind, transitions, r)
             }
         });
         // Submitted together, the writes share group commits.
         let results = futures_util::future::join_all(work).await;
         let mut step = Step::default();
-        for (ev, kind, r) in results {
+        for (ev, kind, transitions, r) in results {
             match r {
                 Ok(()) => {
+                    report(&transitions);
                     match kind {
                         Outcome::Mapped => step.processed += 1,
                         Outcome::Unmappable => step.unmappable += 1,
@@ -139,7 +141,6 @@ impl Pipeline {
         if step.processed > 0 {
             self.delivery_wake.notify_one();
         }
-        report(&transitions);
         Ok(step)
     }
 
@@ -148,7 +149,7 @@ impl Pipeline {
     pub async fn sweep_at(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let engine = self.engine.load_full();
         let stages = engine.rules.recycle_sources();
-        let transitions = Arc::new(Mutex::new(Vec::new()));
+        let mut moved = 0;
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -160,6 +161,7 @@ impl Pipeline {
             let work = page.into_iter().filter_map(|rec| {
                 // Stored emails were parsed before they were stored.
                 let email = Email::parse(&rec.email).ok()?;
+                let transitions = Arc::new(Mutex::new(Vec::new()));
                 let work = LeadWork {
                     engine: Arc::clone(&engine),
                     crm: Arc::clone(&self.crm),
@@ -170,14 +172,23 @@ impl Pipeline {
                     transitions: Arc::clone(&transitions),
                     sweep: true,
                 };
-                Some(self.store.update_lead(email, work.into_fn()))
+                let update = self.store.update_lead(email, work.into_fn());
+                Some(async move { (update.await, transitions) })
             });
-            for r in futures_util::future::join_all(work).await {
-                r?;
+            let mut failed = None;
+            for (r, transitions) in futures_util::future::join_all(work).await {
+                match r {
+                    Ok(_) => {
+                        moved += transitions.lock().map(|t| t.len()).unwrap_or(0);
+                        report(&transitions);
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
-        let moved = transitions.lock().map(|t| t.len()).unwrap_or(0);
-        report(&transitions);
         if moved > 0 {
             tracing::info!(moved, "recycle rules moved leads");
             self.delivery_wake.notify_one();
