@@ -18,7 +18,7 @@ use leadgate::ingest::verify::Outbound;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::support::{fixture, reply, AppBuilder, Reply, TestApp};
+use crate::support::{assert_each_stored_once, fixture, reply, AppBuilder, Reply, TestApp};
 
 const ADMIN: &str = "ops-admin-token";
 const LEAD: &str = "ada.lovelace@analytical-engines.io";
@@ -589,17 +589,8 @@ async fn sigterm_during_load_drains_finishes_the_crm_batch_and_loses_no_acknowle
     // Every acknowledged event is stored exactly once.
     let db = dir.path().join("data/leadgate.db");
     {
+        assert_each_stored_once(&db, acked.iter().map(|i| format!("load-{i}")));
         let c = rusqlite::Connection::open(&db).unwrap();
-        for i in &acked {
-            let n: i64 = c
-                .query_row(
-                    "SELECT COUNT(*) FROM events WHERE dedupe_key = ?1",
-                    [format!("load-{i}")],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert_eq!(n, 1, "acknowledged event load-{i} is stored");
-        }
         // The batch in flight at the signal was answered and recorded: every lead the CRM
         // received is marked delivered, nothing is left claimed.
         assert_eq!(

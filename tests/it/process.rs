@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{count_events, reply, AppBuilder};
+use crate::support::{assert_each_stored_once, count_events, reply, AppBuilder};
 
 fn builder() -> AppBuilder {
     AppBuilder::new()
@@ -98,17 +98,7 @@ async fn sigkill_during_load_loses_no_acknowledged_event() {
     }
     drop(app);
     let db = dir.path().join("data/leadgate.db");
-    let c = rusqlite::Connection::open(&db).unwrap();
-    for i in &acked {
-        let n: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM events WHERE dedupe_key = ?1",
-                [format!("k-{i}")],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "acknowledged event k-{i} is stored exactly once");
-    }
+    assert_each_stored_once(&db, acked.iter().map(|i| format!("k-{i}")));
     assert!(acked.len() >= 100);
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use fake_crm::{FakeHubSpot, Fault, Policy};
 
 use crate::ops::{eventually, load_builder, load_email, post_load, samples, value, Sample};
-use crate::support::{AppBuilder, ChildApp};
+use crate::support::{assert_each_stored_once, AppBuilder, ChildApp};
 
 /// Short retry settings so a test takes seconds: backoff from 100 ms, capped at 1 s, and enough
 /// attempts that a minute-long outage never dead-letters anything.
@@ -76,6 +76,24 @@ fn count(db: &std::path::Path, sql: &str) -> Option<i64> {
 fn settled(db: &std::path::Path) -> bool {
     count(db, "SELECT COUNT(*) FROM events WHERE status = 'received'") == Some(0)
         && count(db, "SELECT COUNT(*) FROM outbox") == Some(0)
+}
+
+/// Waits until nothing is left to do and every lead in `leads` is a contact at the fake.
+async fn all_delivered(
+    db: &std::path::Path,
+    fake: &FakeHubSpot,
+    leads: &[usize],
+    within: Duration,
+    what: &str,
+) {
+    eventually(within, what, || async {
+        (settled(db)
+            && leads
+                .iter()
+                .all(|i| fake.contact(&load_email(*i)).is_some()))
+        .then_some(())
+    })
+    .await;
 }
 
 /// Posts leads `ids` from `clients` concurrent clients; returns the acknowledged (202) ones.
@@ -160,34 +178,18 @@ async fn crash_sigkill_mid_load_loses_no_acknowledged_lead_and_creates_each_cont
     );
 
     // Every acknowledged event is in the store, once.
-    {
-        let c = read_only(&db);
-        for i in &acked {
-            let n: i64 = c
-                .query_row(
-                    "SELECT COUNT(*) FROM events WHERE dedupe_key = ?1",
-                    [format!("load-{i}")],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert_eq!(n, 1, "acknowledged event load-{i} is stored once");
-        }
-    }
+    assert_each_stored_once(&db, acked.iter().map(|i| format!("load-{i}")));
     let stored = count(&db, "SELECT COUNT(*) FROM events").unwrap_or(0);
 
     // Restart on the same store: the rest is processed and delivered.
     fake.set_delay(Duration::ZERO);
     let again = builder(dir.path(), &fake).spawn_process(dir.path());
-    eventually(
+    all_delivered(
+        &db,
+        &fake,
+        &acked,
         Duration::from_secs(120),
         "every acknowledged lead in the CRM and nothing left to do",
-        || async {
-            (settled(&db)
-                && acked
-                    .iter()
-                    .all(|i| fake.contact(&load_email(*i)).is_some()))
-            .then_some(())
-        },
     )
     .await;
     for i in &acked {
@@ -245,16 +247,12 @@ async fn crm_outage_refused_then_503_then_recovered_delivers_every_lead_once_wit
     // Before: delivered normally.
     let before = post_all(&app, 0..30, 3).await;
     assert_eq!(before.len(), 30);
-    eventually(
+    all_delivered(
+        &db,
+        &fake,
+        &before,
         Duration::from_secs(30),
         "the first leads delivered",
-        || async {
-            (settled(&db)
-                && before
-                    .iter()
-                    .all(|i| fake.contact(&load_email(*i)).is_some()))
-            .then_some(())
-        },
     )
     .await;
 
@@ -347,16 +345,12 @@ async fn crm_outage_refused_then_503_then_recovered_delivers_every_lead_once_wit
     // Recovery: everything arrives, exactly once.
     fake.set_failing(None);
     let recovered_at = Instant::now();
-    eventually(
+    all_delivered(
+        &db,
+        &fake,
+        &during,
         Duration::from_secs(60),
         "every lead delivered after the outage",
-        || async {
-            (settled(&db)
-                && during
-                    .iter()
-                    .all(|i| fake.contact(&load_email(*i)).is_some()))
-            .then_some(())
-        },
     )
     .await;
     let drained_in = recovered_at.elapsed();
@@ -433,16 +427,12 @@ async fn storm_of_429s_no_request_arrives_before_retry_after_and_every_lead_arri
     assert_eq!(more.len(), 40, "webhooks are acknowledged during the storm");
     acked.extend(more);
 
-    eventually(
+    all_delivered(
+        &db,
+        &fake,
+        &acked,
         Duration::from_secs(60),
         "every lead delivered after the storm",
-        || async {
-            (settled(&db)
-                && acked
-                    .iter()
-                    .all(|i| fake.contact(&load_email(*i)).is_some()))
-            .then_some(())
-        },
     )
     .await;
 

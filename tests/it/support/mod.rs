@@ -230,6 +230,22 @@ pub fn count_events(db: &Path) -> i64 {
         .expect("count")
 }
 
+/// Asserts each acknowledged delivery (by dedupe key) is in the inbox exactly once.
+pub fn assert_each_stored_once(db: &Path, keys: impl IntoIterator<Item = String>) {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open db");
+    for key in keys {
+        let n: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE dedupe_key = ?1",
+                [&key],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(n, 1, "acknowledged event {key} is stored exactly once");
+    }
+}
+
 /// The real binary running as a child process.
 pub struct ChildApp {
     pub child: Child,
