@@ -268,6 +268,12 @@ fn parse_type(raw: &str) -> Result<mime::Mime, DecodeError> {
     }
 }
 
+/// The kind of body a `Content-Type` announces, as the decoder reads it (for signers that must
+/// shape a body the way the decoder will take it).
+pub fn kind_of(content_type: &str) -> Result<BodyKind, DecodeError> {
+    body_kind(&parse_type(content_type)?)
+}
+
 fn body_kind(mime: &mime::Mime) -> Result<BodyKind, DecodeError> {
     let (top, sub) = (mime.type_(), mime.subtype());
     if (sub == mime::JSON && (top == mime::APPLICATION || top == mime::TEXT))

@@ -12,6 +12,8 @@ use std::time::Duration;
 use rand::Rng;
 use serde::Deserialize;
 
+use crate::ingest::decode::{self, BodyKind};
+
 use super::{
     check_unix_secs, form_pairs, mac, mac_matches, tolerance, unix_secs, HmacSha256, Inbound,
     OptionError, Outbound, SchemeOptions, Secret, SignError, Verified, Verifier, VerifyError,
@@ -102,6 +104,16 @@ fn form_fields(body: &[u8]) -> Result<Fields, VerifyError> {
     })
 }
 
+const MULTIPART_REFUSED: &str = "multipart Mailgun posts are not supported; use JSON or urlencoded";
+
+/// Mailgun posts JSON or urlencoded forms; its multipart form (with attachments) is refused.
+fn is_multipart(content_type: &str) -> bool {
+    content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/")
+}
+
 fn is_json(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
@@ -112,14 +124,10 @@ impl Verifier for Mailgun {
     }
 
     fn verify(&self, req: &Inbound<'_>) -> Result<Verified, VerifyError> {
-        if req.header("content-type").is_some_and(|c| {
-            c.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/")
-        }) {
+        if req.header("content-type").is_some_and(is_multipart) {
             return Err(VerifyError::Malformed(
                 "content-type".into(),
-                "multipart Mailgun posts are not supported; use JSON or urlencoded",
+                MULTIPART_REFUSED,
             ));
         }
         // A urlencoded body cannot start with `{` unless a field name does, which Mailgun's never do.
@@ -158,16 +166,12 @@ impl Verifier for Mailgun {
             secret.bytes(),
             &[timestamp.as_bytes(), token.as_bytes()],
         ));
-        // Classified by the media type alone, as the decoder reads it; a type that only mentions
-        // json or urlencoded in a parameter is neither, and `verify` refuses any multipart type.
-        let ct = req.content_type.to_ascii_lowercase();
-        let essence = ct.split(';').next().unwrap_or_default().trim();
-        if essence.starts_with("multipart/") {
-            return Err(SignError::Unsupported(
-                "multipart Mailgun posts are not supported; use JSON or urlencoded",
-            ));
+        // Refused as `verify` refuses it; otherwise shaped as the decoder will read the type.
+        if is_multipart(&req.content_type) {
+            return Err(SignError::Unsupported(MULTIPART_REFUSED));
         }
-        if matches!(essence, "application/json" | "text/json") || essence.ends_with("+json") {
+        let kind = decode::kind_of(&req.content_type).ok();
+        if kind == Some(BodyKind::Json) {
             let mut body: serde_json::Value = serde_json::from_slice(&req.body)
                 .map_err(|e| SignError::Invalid(format!("the body is not JSON: {e}")))?;
             let obj = body
@@ -178,7 +182,7 @@ impl Verifier for Mailgun {
                 serde_json::json!({"timestamp": timestamp, "token": token, "signature": signature}),
             );
             req.body = serde_json::to_vec(&body).map_err(|e| SignError::Invalid(e.to_string()))?;
-        } else if essence == "application/x-www-form-urlencoded" {
+        } else if kind == Some(BodyKind::Form) {
             let pairs = form_pairs(&req.body)
                 .ok_or_else(|| SignError::Invalid("form fields are not UTF-8".into()))?;
             let mut ser = form_urlencoded::Serializer::new(String::new());
