@@ -202,8 +202,7 @@ impl FakeHubSpot {
     /// host is down. Returns once a connection attempt is refused. State is kept for
     /// [`come_up`](Self::come_up).
     pub async fn go_down(&self) {
-        let server = lock(&self.server).clone();
-        server.stop(false).await;
+        self.stop().await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(self.addr).is_ok() {
             assert!(

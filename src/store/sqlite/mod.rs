@@ -213,6 +213,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
+        // Blocks for at most one PASSIVE checkpoint, once, at shutdown.
         self.checkpointer.stop();
         self.writer.close().await;
         if let Ok(mut p) = self.readers.lock() {
