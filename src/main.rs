@@ -1,4 +1,4 @@
-//! The `leadgate` command: `serve`, `check`, `map`, `send`, `replay`, `probe`.
+//! The `leadgate` command: `serve`, `check`, `map`, `send`, `replay`, `migrate`, `probe`.
 //! The command implementations live in `src/cli/` (part of this binary, not of the library).
 
 mod cli;
@@ -35,6 +35,8 @@ enum Command {
     Send(cli::send::Args),
     /// Re-deliver dead letters (`--dead-letters [--id N ...]`, `--list` to see them).
     Replay(cli::replay::Args),
+    /// Bring the store's schema up to date and exit (`serve` also does this at start).
+    Migrate,
     /// GET a URL and exit 0 if it answers 200 (container health checks: the image has no curl).
     Probe(cli::probe::Args),
 }
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Map(args) => cli::map::run(config, args),
         Command::Send(args) => cli::send::run(config, args),
         Command::Replay(args) => cli::replay::run(config, args),
+        Command::Migrate => cli::migrate::run(config),
         Command::Probe(args) => cli::probe::run(config, args),
     };
     match result {

@@ -20,6 +20,7 @@ use crate::deliver::{DeliverError, Worker};
 use crate::health::Health;
 use crate::ingest::{self, error_body, Ingest};
 use crate::pipeline::{self, Engine, EngineError, Pipeline, SharedEngine};
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -79,7 +80,8 @@ impl Stopper {
     }
 }
 
-/// Where file-based side outputs live: the directory of the database (`dry-run` requests).
+/// Where file-based side outputs live (`dry-run` requests): the directory of the SQLite
+/// database, or `data/` beside the settings file with PostgreSQL.
 pub fn data_dir(config: &Config) -> std::path::PathBuf {
     match &config.store {
         StoreConfig::Sqlite { path } => path
@@ -87,19 +89,21 @@ pub fn data_dir(config: &Config) -> std::path::PathBuf {
             .filter(|d| !d.as_os_str().is_empty())
             .map(|d| d.to_path_buf())
             .unwrap_or_else(|| std::path::PathBuf::from(".")),
+        StoreConfig::Postgres { .. } => config.base_dir.join("data"),
     }
 }
 
-/// Opens the configured store.
-pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, StoreError> {
+/// Opens the configured store (and brings its schema up to date).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     match &config.store {
         StoreConfig::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path)?)),
+        StoreConfig::Postgres { url, .. } => Ok(Arc::new(PgStore::open(url.expose()).await?)),
     }
 }
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        let store: Arc<dyn Store> = open_store(&config)?;
+        let store = open_store(&config).await?;
         Self::build_with_store(config, store).await
     }
 

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod map;
+pub mod migrate;
 pub mod probe;
 pub mod replay;
 pub mod send;

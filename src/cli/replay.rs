@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use leadgate::startup::open_store;
-use leadgate::store::{ReplayFilter, Store};
+use leadgate::store::ReplayFilter;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,7 +46,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config)?;
     let ids = (!args.ids.is_empty()).then_some(args.ids);
     super::runtime()?.block_on(async move {
-        let store = open_store(&config)?;
+        let store = open_store(&config).await?;
         let code = if args.list {
             let letters = store.dead_letters(ids).await?;
             for l in &letters {
@@ -104,7 +104,7 @@ fn replay_events(
     }
     let since_ms = since.as_deref().map(parse_since).transpose()?;
     super::runtime()?.block_on(async move {
-        let store = open_store(&config)?;
+        let store = open_store(&config).await?;
         let n = store
             .replay_events(ReplayFilter {
                 source: Some(source),

@@ -216,6 +216,9 @@ pub struct CrmConfig {
     pub retry: RetrySettings,
     /// How long the worker sleeps when nothing is due and nothing woke it.
     pub poll_interval: Duration,
+    /// How long the delivery lease lasts unless renewed: a silently dead deliverer is replaced
+    /// after about this long (several replicas on PostgreSQL).
+    pub lease_ttl: Duration,
     /// Share of the daily allowance never used (Salesforce `Sforce-Limit-Info`, HubSpot and
     /// Pipedrive daily headers): delivery pauses when less than this is left.
     pub daily_reserve_percent: u8,
@@ -257,6 +260,7 @@ struct RawCrm {
     batch_size: Option<usize>,
     timeout_secs: Option<u64>,
     poll_interval_ms: Option<u64>,
+    lease_ttl_secs: Option<u64>,
     daily_reserve_percent: Option<u8>,
     daily_pause_secs: Option<u64>,
     #[serde(default)]
@@ -459,6 +463,12 @@ pub(super) fn parse(table: toml::Table, env: &EnvVars) -> Result<CrmConfig, KeyE
     if poll_interval.is_zero() {
         return Err(key_err("poll_interval_ms", "must be at least 1"));
     }
+    // Below 2 s a renewal's round trip eats too much of the window; above 5 minutes failover
+    // would take that long.
+    let lease_ttl = Duration::from_secs(raw.lease_ttl_secs.unwrap_or(15));
+    if !(2..=300).contains(&lease_ttl.as_secs()) {
+        return Err(key_err("lease_ttl_secs", "must be between 2 and 300"));
+    }
     let daily_reserve_percent = raw
         .daily_reserve_percent
         .unwrap_or(target.default_daily_reserve_percent());
@@ -535,6 +545,7 @@ pub(super) fn parse(table: toml::Table, env: &EnvVars) -> Result<CrmConfig, KeyE
         timeout,
         retry,
         poll_interval,
+        lease_ttl,
         daily_reserve_percent,
         daily_pause: Duration::from_secs(raw.daily_pause_secs.unwrap_or(3600).max(1)),
         properties,

@@ -80,7 +80,15 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+    },
+    /// Several replicas on one database. `url` may hold a password, so it is kept as a secret;
+    /// `at` (`postgres://host:port/database`) is what messages show.
+    Postgres {
+        url: Secret,
+        at: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -366,13 +374,28 @@ impl Config {
             Some(("sqlite", rest)) if !rest.is_empty() => StoreConfig::Sqlite {
                 path: resolve(base_dir, Path::new(rest)),
             },
-            _ => {
+            Some(("postgres" | "postgresql", _)) => {
+                // Parsed here so a typo fails `check` and start-up with the key named; the
+                // message never repeats the URL, which may carry a password.
+                crate::store::postgres::check_url(&raw.store.url)
+                    .map_err(|reason| err("store.url", reason))?;
+                StoreConfig::Postgres {
+                    at: crate::store::postgres::display_name(&raw.store.url),
+                    url: Secret::new(raw.store.url.clone()),
+                }
+            }
+            Some((scheme, _)) if !scheme.contains(['@', '/', ':']) => {
                 return Err(err(
                     "store.url",
                     format!(
-                        "{:?} is not a store URL; expected sqlite://<path>",
-                        raw.store.url
+                        "unknown store {scheme:?}; expected sqlite://<path> or postgres://user@host:5432/database"
                     ),
+                ))
+            }
+            _ => {
+                return Err(err(
+                    "store.url",
+                    "not a store URL; expected sqlite://<path> or postgres://user@host:5432/database".into(),
                 ))
             }
         };
@@ -520,6 +543,7 @@ mod tests {
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
         match c.store {
             StoreConfig::Sqlite { path } => assert_eq!(path, Path::new("/etc/lg/data/leadgate.db")),
+            StoreConfig::Postgres { .. } => panic!("expected the SQLite store"),
         }
         assert!(c.admin.token.is_none());
     }

@@ -1,14 +1,21 @@
 //! One limiter per CRM account: a governor rate limiter every HTTP attempt (retries included) waits
 //! on, and a shared gate that a 429, `Retry-After`, an exhausted daily allowance or refused
 //! credentials close until a given instant. While the gate is closed nothing is sent at all.
+//!
+//! Governor's state lives in this process, so it only paces. The quota itself is the store's
+//! token bucket ([`crate::store::Store::take_token`]), taken under the delivery lease's fence
+//! after the local pacing: one bucket for the whole deployment, and a deliverer that lost its
+//! lease gets no tokens. (SQLite's one process answers from its local pacing alone.)
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use super::lease::Leadership;
 use crate::config::RateLimit;
+use crate::store::{Store, StoreError, Token};
 
 /// Why delivery is paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +26,10 @@ pub enum PauseReason {
     DailyLimit,
     /// The CRM refused the credentials; retried after a while in case they are fixed.
     Auth,
+    /// This replica does not hold the delivery lease (any more): it must not send.
+    NotLeader,
+    /// The store's shared quota cannot be reached: nothing is sent without a token.
+    QuotaUnavailable,
 }
 
 impl PauseReason {
@@ -27,6 +38,8 @@ impl PauseReason {
             PauseReason::RateLimited => "rate_limited",
             PauseReason::DailyLimit => "daily_limit",
             PauseReason::Auth => "auth",
+            PauseReason::NotLeader => "not_leader",
+            PauseReason::QuotaUnavailable => "quota_unavailable",
         }
     }
 }
@@ -53,11 +66,30 @@ pub fn paced_quota(limit: &RateLimit) -> Quota {
         .allow_burst(NonZeroU32::MIN)
 }
 
+/// The deployment-wide quota: the store's bucket, taken under this replica's lease.
+pub struct SharedQuota {
+    pub store: Arc<dyn Store>,
+    pub leadership: Arc<Leadership>,
+    pub quota: RateLimit,
+}
+
+/// How long a refused attempt (no lease, store unreachable) is deferred.
+const NOT_SENT_RETRY: Duration = Duration::from_secs(1);
+
 /// A rate limiter plus a pause gate for one CRM account.
-#[derive(Debug)]
 pub struct Limiter {
     rate: DefaultDirectRateLimiter,
     gate: Mutex<Option<Pause>>,
+    shared: OnceLock<SharedQuota>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("gate", &self.gate)
+            .field("shared", &self.shared.get().is_some())
+            .finish()
+    }
 }
 
 impl Limiter {
@@ -65,23 +97,59 @@ impl Limiter {
         Self {
             rate: RateLimiter::direct(paced_quota(limit)),
             gate: Mutex::new(None),
+            shared: OnceLock::new(),
         }
     }
 
-    /// Waits for a rate-limit token; fails at once with the pause while delivery is paused.
-    /// Call before every HTTP attempt.
+    /// Makes every attempt also take a token from the store's shared bucket (set once).
+    pub fn share(&self, quota: SharedQuota) {
+        let _ = self.shared.set(quota);
+    }
+
+    /// Waits for a rate-limit token; fails at once with the pause while delivery is paused, or
+    /// when this replica may not send (no lease, shared quota unreachable). Call before every
+    /// HTTP attempt.
     pub async fn acquire(&self) -> Result<(), Pause> {
         if let Some(p) = self.paused() {
             return Err(p);
         }
         let waited = Instant::now();
         self.rate.until_ready().await;
+        if let Some(shared) = self.shared.get() {
+            self.take_shared(shared).await?;
+        }
         metrics::histogram!("leadgate_ratelimit_wait_seconds")
             .record(waited.elapsed().as_secs_f64());
         // A 429 may have closed the gate while this attempt waited for its token.
         match self.paused() {
             Some(p) => Err(p),
             None => Ok(()),
+        }
+    }
+
+    async fn take_shared(&self, shared: &SharedQuota) -> Result<(), Pause> {
+        let refused = |reason| Pause {
+            until: Instant::now() + NOT_SENT_RETRY,
+            reason,
+        };
+        loop {
+            let Some(fence) = shared.leadership.current() else {
+                return Err(refused(PauseReason::NotLeader));
+            };
+            match shared.store.take_token(&fence, &shared.quota).await {
+                Ok(Token::Granted) => return Ok(()),
+                Ok(Token::Wait(d)) => {
+                    if let Some(p) = self.paused() {
+                        return Err(p);
+                    }
+                    tokio::time::sleep(d.max(Duration::from_millis(1))).await;
+                }
+                Err(StoreError::Fenced(_)) => return Err(refused(PauseReason::NotLeader)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take a token from the shared CRM quota; not sending");
+                    return Err(refused(PauseReason::QuotaUnavailable));
+                }
+            }
         }
     }
 

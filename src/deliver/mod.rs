@@ -1,13 +1,16 @@
 //! Delivery: the worker that takes pending CRM updates from the outbox and sends them through the
 //! configured connector, under one rate limiter per CRM account.
 //!
-//! One [`Worker::step`] claims up to a batch of due updates, withholds any stage that would lower
-//! the one the CRM already has, sends, and records each record's outcome (delivered, retry later,
-//! dead letter). Tests drive `step` directly; [`Worker::run`] loops it until cancelled, finishing
-//! the current batch first. A restart releases whatever was in flight, and since every send is an
-//! upsert of the lead's newest state, sending it again cannot create a duplicate.
+//! Only the replica holding the account's delivery lease ([`lease`]) delivers; the others stand
+//! by. One [`Worker::step`] claims up to a batch of due updates under the lease's fence, withholds
+//! any stage that would lower the one the CRM already has, sends, and records each record's
+//! outcome (delivered, retry later, dead letter). Tests drive `step` directly; [`Worker::run`]
+//! loops it until cancelled, finishing the current batch first. A new lease term (a restart, or
+//! another replica taking over) claims again whatever the previous term left in flight, and since
+//! every send is an upsert of the lead's newest state, sending it again cannot create a duplicate.
 
 pub mod crm;
+pub mod lease;
 pub mod limiter;
 pub mod retry;
 
@@ -20,7 +23,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::crm::{BuildError, Connector, Item};
-use self::limiter::{Limiter, Pause};
+use self::lease::Leadership;
+use self::limiter::{Limiter, Pause, SharedQuota};
 use self::retry::{Failure, RetryPolicy};
 use crate::config::CrmConfig;
 use crate::store::outbox::now_ms;
@@ -41,6 +45,8 @@ pub enum StepOutcome {
     Idle { next_due_in: Option<Duration> },
     /// Delivery is paused (rate limit, daily allowance, credentials); nothing was claimed.
     Paused(Pause),
+    /// Another replica holds the delivery lease; this one only stands by.
+    Standby,
     /// A batch was sent.
     Sent(StepReport),
 }
@@ -66,6 +72,7 @@ pub struct Worker {
     batch_size: usize,
     poll_interval: Duration,
     wake: Arc<Notify>,
+    leadership: Arc<Leadership>,
 }
 
 impl Worker {
@@ -88,6 +95,17 @@ impl Worker {
         connector: Arc<dyn Connector>,
         limiter: Arc<Limiter>,
     ) -> Worker {
+        // One CRM per deployment, so the connector's name is the account's key.
+        let leadership = Arc::new(Leadership::new(
+            Arc::clone(&store),
+            connector.name(),
+            config.lease_ttl,
+        ));
+        limiter.share(SharedQuota {
+            store: Arc::clone(&store),
+            leadership: Arc::clone(&leadership),
+            quota: config.rate_limit,
+        });
         Worker {
             store,
             batch_size: config.batch_size.min(connector.batch_size()).max(1),
@@ -96,7 +114,13 @@ impl Worker {
             policy: RetryPolicy::new(config.retry),
             poll_interval: config.poll_interval,
             wake: Arc::new(Notify::new()),
+            leadership,
         }
+    }
+
+    /// This replica's hold on the delivery lease.
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
     }
 
     /// Notify this after enqueueing to have the worker look at once instead of at its next poll.
@@ -112,26 +136,22 @@ impl Worker {
         &self.limiter
     }
 
-    /// Makes updates left in flight by a stopped worker claimable again. Call once before the
-    /// first step ([`run`](Self::run) does).
-    pub async fn resume(&self) -> Result<u64, StoreError> {
-        let n = self.store.release_in_flight().await?;
-        if n > 0 {
-            tracing::info!(
-                crm = self.connector.name(),
-                records = n,
-                "resuming updates that were in flight when delivery last stopped"
-            );
-        }
-        Ok(n)
-    }
-
     /// Claims, sends and records one batch.
     pub async fn step(&self) -> Result<StepOutcome, DeliverError> {
         if let Some(p) = self.limiter.paused() {
             return Ok(StepOutcome::Paused(p));
         }
-        let claimed = self.store.claim_due(self.batch_size, now_ms()).await?;
+        let Some(fence) = self.leadership.fence().await? else {
+            return Ok(StepOutcome::Standby);
+        };
+        let claimed = match self
+            .store
+            .claim_due(&fence, self.batch_size, now_ms())
+            .await
+        {
+            Err(StoreError::Fenced(_)) => return Ok(StepOutcome::Standby),
+            other => other?,
+        };
         if claimed.is_empty() {
             let depth = self.report_depth().await?;
             let next_due_in = depth
@@ -220,7 +240,15 @@ impl Worker {
                 outcome,
             });
         }
-        let recorded = self.store.record_results(records, now).await?;
+        let recorded = match self.store.record_results(&fence, records, now).await {
+            Err(StoreError::Fenced(account)) => {
+                // Another replica took over while this batch was out: what the CRM accepted is
+                // sent again by the new term (an upsert, so no duplicate); nothing is recorded.
+                tracing::warn!(crm = %account, term = fence.term, "lost the delivery lease during a batch; its results were not recorded");
+                return Ok(StepOutcome::Standby);
+            }
+            other => other?,
+        };
         report.delivered = recorded.delivered;
         report.retried = recorded.retried;
         report.dead = recorded.dead;
@@ -262,9 +290,7 @@ impl Worker {
 
     /// Steps until `cancel` fires; a batch in progress is finished and recorded first.
     pub async fn run(self, cancel: CancellationToken) {
-        if let Err(e) = self.resume().await {
-            tracing::error!(error = %e, "cannot release updates left in flight");
-        }
+        let elector = tokio::spawn(Arc::clone(&self.leadership).run(cancel.clone()));
         tracing::info!(
             crm = self.connector.name(),
             batch_size = self.batch_size,
@@ -280,6 +306,13 @@ impl Worker {
                     next_due_in.map_or(self.poll_interval, |d| d.min(self.poll_interval))
                 }
                 Ok(StepOutcome::Paused(p)) => p.until.saturating_duration_since(Instant::now()),
+                Ok(StepOutcome::Standby) => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = self.leadership.gained(self.poll_interval.max(Duration::from_secs(1))) => {}
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "delivery step failed; retrying after the poll interval");
                     self.poll_interval
@@ -291,6 +324,8 @@ impl Worker {
                 _ = self.wake.notified() => {}
             }
         }
+        // The elector gives the lease up once cancelled, so another replica takes over at once.
+        let _ = elector.await;
         tracing::info!(crm = self.connector.name(), "delivery worker stopped");
     }
 }

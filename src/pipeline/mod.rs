@@ -30,11 +30,13 @@ pub struct Step {
     pub processed: usize,
     pub unmappable: usize,
     pub failed: usize,
+    /// Taken by another worker (another replica) first; nothing written here.
+    pub skipped: usize,
 }
 
 impl Step {
     pub fn is_idle(&self) -> bool {
-        self.processed + self.unmappable + self.failed == 0
+        self.processed + self.unmappable + self.failed + self.skipped == 0
     }
 }
 
@@ -112,7 +114,8 @@ impl Pipeline {
         let mut step = Step::default();
         for (ev, kind, transitions, r) in results {
             match r {
-                Ok(()) => {
+                Ok(false) => step.skipped += 1,
+                Ok(true) => {
                     report(&transitions);
                     match kind {
                         Outcome::Mapped => step.processed += 1,
@@ -421,6 +424,7 @@ pub async fn drain(p: &Pipeline) -> Result<Step, StoreError> {
         total.processed += s.processed;
         total.unmappable += s.unmappable;
         total.failed += s.failed;
+        total.skipped += s.skipped;
         if s.is_idle() || s.failed > 0 {
             return Ok(total);
         }

@@ -1,7 +1,11 @@
-//! Durable state behind one trait: the raw inbox (events) now; lead state, the outbox and dead
-//! letters as the pipeline grows. SQLite is the embedded default ([`sqlite::SqliteStore`]).
+//! Durable state behind one trait: the raw inbox (events), lead state, the outbox and dead
+//! letters, and the delivery lease with its shared quota. SQLite is the embedded default
+//! ([`sqlite::SqliteStore`], one process); PostgreSQL ([`postgres::PgStore`]) lets several
+//! replicas share one database.
 
+pub mod lease;
 pub mod outbox;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -10,6 +14,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use self::lease::{Fence, Token};
 pub use self::outbox::{
     Claimed, DeadLetter, LeadDelivery, OutboxDepth, Outcome, PendingUpdate, RecordResult, Recorded,
     Requeued,
@@ -183,8 +188,15 @@ pub struct FunnelCount {
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// `path` names the file or the server (host, port, database), never credentials.
     #[error("cannot open the store at {path}: {reason}")]
     Open { path: String, reason: String },
+    /// The delivery lease named in the call is no longer held (another replica took over):
+    /// nothing was claimed, spent or recorded.
+    #[error("this replica no longer holds the delivery lease for {0}")]
+    Fenced(String),
     #[error("the store is closed")]
     Closed,
     #[error("commit failed: {0}")]
@@ -220,7 +232,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Records the outcome of one event atomically: lead states (and their CRM snapshots) and the
     /// event's status. An error from one lead's function fails the whole event (nothing written).
-    async fn process_event(&self, id: EventId, outcome: Processed) -> Result<(), StoreError>;
+    /// `Ok(false)`: the event was no longer waiting (another worker or replica processed it, or is
+    /// processing it right now); nothing was written.
+    async fn process_event(&self, id: EventId, outcome: Processed) -> Result<bool, StoreError>;
     /// Puts matching events back to `received`; returns how many.
     async fn replay_events(&self, filter: ReplayFilter) -> Result<u64, StoreError>;
     /// Recent events, newest first, optionally by status.
@@ -244,20 +258,48 @@ pub trait Store: Send + Sync + 'static {
     /// Lead counts per first-touch source, campaign, current and furthest stage.
     async fn funnel(&self) -> Result<Vec<FunnelCount>, StoreError>;
 
+    // ---- the delivery lease and the shared quota (one deliverer per CRM account)
+
+    /// Elects `holder` as the deliverer for `account`, or renews its lease, for `ttl`. Returns
+    /// the fence to act under, or None while another holder's lease runs. A takeover starts a
+    /// new, higher term; a renewal keeps the term. (SQLite serves one process: it always elects.)
+    async fn acquire_lease(
+        &self,
+        account: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Fence>, StoreError>;
+    /// Gives the lease up (graceful shutdown) so another replica takes over at once.
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError>;
+    /// Takes one request's worth of `quota` from the account's shared bucket, only while `fence`
+    /// still holds the lease ([`StoreError::Fenced`] otherwise). SQLite grants at once: its one
+    /// process paces with its local limiter.
+    async fn take_token(
+        &self,
+        fence: &Fence,
+        quota: &crate::config::RateLimit,
+    ) -> Result<Token, StoreError>;
+
     // ---- outbox and dead letters
-    /// Queues one update on its own (the pipeline uses `sqlite::outbox::enqueue` inside its
-    /// transaction instead); coalesces like it.
+    /// Queues one update on its own (the pipeline queues inside its lead transaction instead);
+    /// coalesces like it.
     async fn enqueue_update(&self, update: CrmUpdate) -> Result<(), StoreError>;
-    /// Marks up to `limit` due updates in flight and returns them.
-    async fn claim_due(&self, limit: usize, now_ms: i64) -> Result<Vec<Claimed>, StoreError>;
-    /// Records the outcome of claimed updates (delivered, retry later, dead letter).
+    /// Marks up to `limit` due updates in flight under `fence` and returns them. Rows a previous
+    /// term left in flight are claimable again.
+    async fn claim_due(
+        &self,
+        fence: &Fence,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Vec<Claimed>, StoreError>;
+    /// Records the outcome of updates claimed under `fence` (delivered, retry later, dead
+    /// letter); refused with [`StoreError::Fenced`] once the lease is lost.
     async fn record_results(
         &self,
+        fence: &Fence,
         results: Vec<RecordResult>,
         now_ms: i64,
     ) -> Result<Recorded, StoreError>;
-    /// Clears in-flight markers left by a stopped worker; returns how many.
-    async fn release_in_flight(&self) -> Result<u64, StoreError>;
     /// Dead letters, oldest first (all, or those in `ids`).
     async fn dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Vec<DeadLetter>, StoreError>;
     /// Puts dead letters back in the outbox with fresh attempts.

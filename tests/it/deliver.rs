@@ -128,6 +128,7 @@ async fn drain(r: &Rig, limit: Duration) -> Vec<StepOutcome> {
             StepOutcome::Paused(p) => {
                 tokio::time::sleep(p.until.saturating_duration_since(Instant::now())).await
             }
+            StepOutcome::Standby => panic!("the only worker on a SQLite store always delivers"),
             StepOutcome::Idle { next_due_in } => {
                 let d = r.store.outbox_depth().await.unwrap();
                 if d.pending == 0 && d.in_flight == 0 {
@@ -502,8 +503,8 @@ async fn a_worker_killed_mid_batch_resumes_on_restart_without_duplicates() {
     drop(store);
 
     fake.set_delay(Duration::ZERO);
+    // The restarted process holds the lease under a new term, which claims the interrupted rows.
     let second = rig_in(dir, &crm, &[("HS", HS_TOKEN)]);
-    assert_eq!(second.worker.resume().await.unwrap(), 100);
     drain(&second, Duration::from_secs(20)).await;
     for e in &emails {
         assert!(fake.contact(e).is_some(), "{e} was not delivered");

@@ -347,7 +347,9 @@ fn the_runtime_stage_is_non_root_and_its_entry_command_runs_on_the_image_layout(
     );
     // The store lives in the volume: sqlite://data/... relative to the config file.
     let settings = Config::load(Some(&config_file), &EnvVars::new()).unwrap();
-    let StoreConfig::Sqlite { path } = &settings.store;
+    let StoreConfig::Sqlite { path } = &settings.store else {
+        panic!("the image's config uses the embedded store");
+    };
     let volume = PathBuf::from(in_image(&image, &rt.volume[0]));
     assert_eq!(
         path.parent().unwrap(),
@@ -489,7 +491,9 @@ fn fly_toml_serves_the_image_with_real_settings_and_enough_time_to_drain() {
         .unwrap()
         .to_string();
     assert_eq!(vec![mount.clone()], runtime().volume);
-    let StoreConfig::Sqlite { path } = &c.store;
+    let StoreConfig::Sqlite { path } = &c.store else {
+        panic!("fly.toml's config uses the embedded store");
+    };
     assert_eq!(path.parent().unwrap(), Path::new(&mount));
 }
 

@@ -314,7 +314,9 @@ async fn a_lead_gone_quiet_is_recycled_to_nurture_by_the_periodic_sweep() {
         .toml(&typeform_source(&repo("mappings/typeform.toml")))
         .env("TF", "tf-secret")
         .config(dir.path());
-    let store = leadgate::startup::open_store(&config).unwrap();
+    let store = std::sync::Arc::new(
+        leadgate::store::sqlite::SqliteStore::open(&dir.path().join("data/leadgate.db")).unwrap(),
+    );
     let engine = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
         Engine::load(&config).unwrap(),
     ));

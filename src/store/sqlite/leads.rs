@@ -44,13 +44,23 @@ pub fn pending(
     Ok(out)
 }
 
-/// Applies one event's outcome inside the caller's transaction (savepoint).
+/// Applies one event's outcome inside the caller's transaction (savepoint). False: the event
+/// is no longer waiting (processed already); nothing is written.
 pub fn process(
     conn: &Connection,
     id: EventId,
     outcome: Processed,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM events WHERE id = ?1")?
+        .query_row(params![id.0], |r| r.get(0))
+        .optional()?;
+    match status.as_deref() {
+        None => return Err(StoreError::Corrupt(format!("{id} does not exist"))),
+        Some("received") => {}
+        Some(_) => return Ok(false),
+    }
     match outcome {
         Processed::Unmappable(reason) => {
             set_status(conn, id, EventStatus::Unmappable, Some(&reason), now_ms)?;
@@ -66,7 +76,7 @@ pub fn process(
             set_status(conn, id, EventStatus::Processed, None, now_ms)?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Reads a lead, lets `apply` compute its change, writes it and queues its CRM snapshot.

@@ -17,6 +17,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_outbox",
         include_str!("../../../migrations/sqlite/0003_outbox.sql"),
     ),
+    (
+        "0004_lease",
+        include_str!("../../../migrations/sqlite/0004_lease.sql"),
+    ),
 ];
 
 pub fn run(conn: &mut Connection) -> Result<(), String> {

@@ -17,9 +17,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use self::checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
 use self::writer::Writer;
 use super::{
-    Claimed, DeadLetter, EventId, EventStatus, FunnelCount, Inserted, LeadDelivery, LeadRecord,
-    NewEvent, OutboxDepth, Processed, RecordResult, Recorded, ReplayFilter, Requeued, Store,
-    StoreError, StoredEvent,
+    Claimed, DeadLetter, EventId, EventStatus, Fence, FunnelCount, Inserted, LeadDelivery,
+    LeadRecord, NewEvent, OutboxDepth, Processed, RecordResult, Recorded, ReplayFilter, Requeued,
+    Store, StoreError, StoredEvent, Token,
 };
 use crate::outbox::CrmUpdate;
 
@@ -230,7 +230,7 @@ impl Store for SqliteStore {
         self.read(move |c| leads::pending(c, after, limit)).await
     }
 
-    async fn process_event(&self, id: EventId, outcome: Processed) -> Result<(), StoreError> {
+    async fn process_event(&self, id: EventId, outcome: Processed) -> Result<bool, StoreError> {
         let now = chrono::Utc::now().timestamp_millis();
         self.write(move |c| leads::process(c, id, outcome, now))
             .await
@@ -282,22 +282,52 @@ impl Store for SqliteStore {
         self.write(move |c| outbox::enqueue(c, &update)).await
     }
 
-    async fn claim_due(&self, limit: usize, now_ms: i64) -> Result<Vec<Claimed>, StoreError> {
-        self.write(move |c| outbox::claim_due(c, limit, now_ms))
+    async fn acquire_lease(
+        &self,
+        account: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Fence>, StoreError> {
+        let (account, holder) = (account.to_string(), holder.to_string());
+        let expires = super::outbox::now_ms() + ttl.as_millis() as i64;
+        self.write(move |c| outbox::acquire_lease(c, &account, &holder, expires).map(Some))
+            .await
+    }
+
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        self.write(move |c| outbox::release_lease(c, &fence)).await
+    }
+
+    async fn take_token(
+        &self,
+        _fence: &Fence,
+        _quota: &crate::config::RateLimit,
+    ) -> Result<Token, StoreError> {
+        // One process: its local limiter is the whole quota.
+        Ok(Token::Granted)
+    }
+
+    async fn claim_due(
+        &self,
+        fence: &Fence,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let fence = fence.clone();
+        self.write(move |c| outbox::claim_due(c, &fence, limit, now_ms))
             .await
     }
 
     async fn record_results(
         &self,
+        fence: &Fence,
         results: Vec<RecordResult>,
         now_ms: i64,
     ) -> Result<Recorded, StoreError> {
-        self.write(move |c| outbox::record(c, &results, now_ms))
+        let fence = fence.clone();
+        self.write(move |c| outbox::record(c, &fence, &results, now_ms))
             .await
-    }
-
-    async fn release_in_flight(&self) -> Result<u64, StoreError> {
-        self.write(outbox::release_in_flight).await
     }
 
     async fn dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Vec<DeadLetter>, StoreError> {

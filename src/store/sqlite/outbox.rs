@@ -16,10 +16,58 @@ use crate::store::outbox::{
     now_ms, Claimed, DeadLetter, LeadDelivery, OutboxDepth, Outcome, PendingUpdate, RecordResult,
     Recorded, Requeued,
 };
-use crate::store::StoreError;
+use crate::store::{Fence, StoreError};
 
-/// A claim older than this is considered abandoned (its worker died without recording).
+/// A claim older than this is considered abandoned even within one lease term (its outcome
+/// could not be recorded). Rows left in flight by an earlier term are claimable at once.
 pub const CLAIM_LEASE_MS: i64 = 10 * 60 * 1000;
+
+/// Elects `holder` for `account`: one process owns a SQLite store, so whoever asks holds the
+/// lease. A new holder (a restarted process) starts a new term, which makes what the previous
+/// process left in flight claimable again.
+pub fn acquire_lease(
+    conn: &Connection,
+    account: &str,
+    holder: &str,
+    expires_at_ms: i64,
+) -> Result<Fence, StoreError> {
+    let term: i64 = conn
+        .prepare_cached(
+            "INSERT INTO delivery_lease (account, holder, term, expires_at) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (account) DO UPDATE SET
+                term = CASE WHEN delivery_lease.holder = excluded.holder
+                            THEN delivery_lease.term ELSE delivery_lease.term + 1 END,
+                holder = excluded.holder, expires_at = excluded.expires_at
+             RETURNING term",
+        )?
+        .query_row(params![account, holder, expires_at_ms], |r| r.get(0))?;
+    Ok(Fence {
+        account: account.to_string(),
+        holder: holder.to_string(),
+        term,
+    })
+}
+
+/// Ends the lease if `fence` still holds it. The row stays so that terms only ever grow.
+pub fn release_lease(conn: &Connection, fence: &Fence) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE delivery_lease SET expires_at = 0 WHERE account = ?1 AND holder = ?2 AND term = ?3",
+    )?
+    .execute(params![fence.account, fence.holder, fence.term])?;
+    Ok(())
+}
+
+/// Fails with [`StoreError::Fenced`] unless `fence` is the current term of its account.
+fn check_fence(conn: &Connection, fence: &Fence) -> Result<(), StoreError> {
+    let current: Option<(String, i64)> = conn
+        .prepare_cached("SELECT holder, term FROM delivery_lease WHERE account = ?1")?
+        .query_row(params![fence.account], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match current {
+        Some((holder, term)) if holder == fence.holder && term == fence.term => Ok(()),
+        _ => Err(StoreError::Fenced(fence.account.clone())),
+    }
+}
 
 fn to_json(update: &CrmUpdate) -> Result<String, StoreError> {
     serde_json::to_string(update)
@@ -72,19 +120,25 @@ fn put(conn: &Connection, update: &CrmUpdate, now_ms: i64) -> Result<bool, Store
     Ok(n == 1)
 }
 
-/// Marks up to `limit` due rows in flight and returns them, oldest due first.
-pub fn claim_due(conn: &Connection, limit: usize, now_ms: i64) -> Result<Vec<Claimed>, StoreError> {
+/// Marks up to `limit` due rows in flight under `fence` and returns them, oldest due first.
+pub fn claim_due(
+    conn: &Connection,
+    fence: &Fence,
+    limit: usize,
+    now_ms: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    check_fence(conn, fence)?;
     let mut select = conn.prepare_cached(
         "SELECT o.email, o.payload, o.attempts, o.first_queued_at, d.stage_rank, d.crm_ref
            FROM outbox o LEFT JOIN crm_delivered d ON d.email = o.email
           WHERE o.next_attempt_at <= ?1
-            AND (o.inflight_version IS NULL OR o.claimed_at < ?2)
+            AND (o.inflight_version IS NULL OR o.claim_term < ?4 OR o.claimed_at < ?2)
           ORDER BY o.next_attempt_at, o.email
           LIMIT ?3",
     )?;
     let rows = select
         .query_map(
-            params![now_ms, now_ms - CLAIM_LEASE_MS, limit as i64],
+            params![now_ms, now_ms - CLAIM_LEASE_MS, limit as i64, fence.term],
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -98,12 +152,13 @@ pub fn claim_due(conn: &Connection, limit: usize, now_ms: i64) -> Result<Vec<Cla
         )?
         .collect::<Result<Vec<_>, _>>()?;
     let mut mark = conn.prepare_cached(
-        "UPDATE outbox SET inflight_version = version, claimed_at = ?2 WHERE email = ?1",
+        "UPDATE outbox SET inflight_version = version, claimed_at = ?2, claim_term = ?3
+          WHERE email = ?1",
     )?;
     let mut out = Vec::with_capacity(rows.len());
     for (email, payload, attempts, first, rank, crm_ref) in rows {
         let update = from_json(&payload)?;
-        mark.execute(params![email, now_ms])?;
+        mark.execute(params![email, now_ms, fence.term])?;
         out.push(Claimed {
             update,
             attempts: attempts.max(0) as u32,
@@ -115,21 +170,23 @@ pub fn claim_due(conn: &Connection, limit: usize, now_ms: i64) -> Result<Vec<Cla
     Ok(out)
 }
 
-/// Records the outcome of each claimed update (see the module invariants).
+/// Records the outcome of each update claimed under `fence` (see the module invariants).
 pub fn record(
     conn: &Connection,
+    fence: &Fence,
     results: &[RecordResult],
     now_ms: i64,
 ) -> Result<Recorded, StoreError> {
+    check_fence(conn, fence)?;
     let mut counts = Recorded::default();
     for r in results {
         let email = r.email.as_str();
         let row: Option<(i64, Option<i64>, i64, i64, String)> = conn
             .prepare_cached(
                 "SELECT version, inflight_version, attempts, first_queued_at, payload
-                   FROM outbox WHERE email = ?1",
+                   FROM outbox WHERE email = ?1 AND claim_term = ?2",
             )?
-            .query_row(params![email], |x| {
+            .query_row(params![email, fence.term], |x| {
                 Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?, x.get(4)?))
             })
             .optional()?;
@@ -147,8 +204,8 @@ pub fn record(
                 now_ms,
             )?;
         }
-        // The claim was lost (lease expired and someone else took it): only the delivery fact
-        // above is kept; the row belongs to the newer claim.
+        // The claim was lost (it was abandoned and claimed again): only the delivery fact above
+        // is kept; the row belongs to the newer claim.
         let Some((version, inflight, attempts, first, payload)) = row else {
             continue;
         };
@@ -250,16 +307,6 @@ fn mark_delivered(
         now_ms
     ])?;
     Ok(())
-}
-
-/// Clears every in-flight marker: at start-up, whatever was in flight was interrupted.
-pub fn release_in_flight(conn: &Connection) -> Result<u64, StoreError> {
-    let n = conn.execute(
-        "UPDATE outbox SET inflight_version = NULL, claimed_at = NULL
-          WHERE inflight_version IS NOT NULL",
-        [],
-    )?;
-    Ok(n as u64)
 }
 
 /// Dead letters, oldest first; `ids` narrows the list.
@@ -405,10 +452,11 @@ mod tests {
     use super::*;
     use crate::outbox::Change;
 
-    fn db() -> Connection {
+    fn db() -> (Connection, Fence) {
         let mut c = Connection::open_in_memory().unwrap();
         super::super::migrate::run(&mut c).unwrap();
-        c
+        let f = acquire_lease(&c, "hubspot", "me", 0).unwrap();
+        (c, f)
     }
 
     fn update(email: &str, version: i64, rank: u32) -> CrmUpdate {
@@ -441,30 +489,30 @@ mod tests {
 
     #[test]
     fn a_newer_update_replaces_a_pending_one_and_an_older_never_does() {
-        let c = db();
+        let (c, f) = db();
         enqueue_at(&c, &update("a@x.io", 2, 1), 0).unwrap();
         enqueue_at(&c, &update("a@x.io", 1, 9), 0).unwrap();
-        let got = claim_due(&c, 10, 0).unwrap();
+        let got = claim_due(&c, &f, 10, 0).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].update.version, 2);
         enqueue_at(&c, &update("a@x.io", 3, 2), 0).unwrap();
-        let got = claim_due(&c, 10, 0).unwrap();
+        let got = claim_due(&c, &f, 10, 0).unwrap();
         assert!(got.is_empty(), "a row in flight is not claimed twice");
     }
 
     #[test]
     fn a_newer_version_arriving_in_flight_survives_the_in_flight_success() {
-        let c = db();
+        let (c, f) = db();
         enqueue_at(&c, &update("a@x.io", 1, 1), 0).unwrap();
-        let got = claim_due(&c, 10, 0).unwrap();
+        let got = claim_due(&c, &f, 10, 0).unwrap();
         enqueue_at(&c, &update("a@x.io", 2, 2), 5).unwrap();
-        let n = record(&c, &[ok("a@x.io", got[0].update.version, Some(1))], 10).unwrap();
+        let n = record(&c, &f, &[ok("a@x.io", got[0].update.version, Some(1))], 10).unwrap();
         assert_eq!(n.delivered, 1);
-        let next = claim_due(&c, 10, 10).unwrap();
+        let next = claim_due(&c, &f, 10, 10).unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].update.version, 2);
         assert_eq!(next[0].delivered_rank, Some(1));
-        record(&c, &[ok("a@x.io", 2, Some(2))], 20).unwrap();
+        record(&c, &f, &[ok("a@x.io", 2, Some(2))], 20).unwrap();
         assert_eq!(depth(&c).unwrap().pending, 0);
         // A stale version arriving later (a replayed old event) is not queued again.
         enqueue_at(&c, &update("a@x.io", 2, 0), 30).unwrap();
@@ -474,26 +522,27 @@ mod tests {
 
     #[test]
     fn a_withheld_stage_keeps_the_higher_delivered_rank() {
-        let c = db();
+        let (c, f) = db();
         enqueue_at(&c, &update("a@x.io", 1, 4), 0).unwrap();
-        claim_due(&c, 1, 0).unwrap();
-        record(&c, &[ok("a@x.io", 1, Some(4))], 0).unwrap();
+        claim_due(&c, &f, 1, 0).unwrap();
+        record(&c, &f, &[ok("a@x.io", 1, Some(4))], 0).unwrap();
         enqueue_at(&c, &update("a@x.io", 2, 2), 0).unwrap();
-        let got = claim_due(&c, 1, 0).unwrap();
+        let got = claim_due(&c, &f, 1, 0).unwrap();
         assert_eq!(got[0].delivered_rank, Some(4));
-        record(&c, &[ok("a@x.io", 2, None)], 0).unwrap();
+        record(&c, &f, &[ok("a@x.io", 2, None)], 0).unwrap();
         enqueue_at(&c, &update("a@x.io", 3, 3), 0).unwrap();
-        assert_eq!(claim_due(&c, 1, 0).unwrap()[0].delivered_rank, Some(4));
+        assert_eq!(claim_due(&c, &f, 1, 0).unwrap()[0].delivered_rank, Some(4));
     }
 
     #[test]
     fn retries_wait_and_count_and_dead_letters_can_be_requeued() {
-        let c = db();
+        let (c, f) = db();
         enqueue_at(&c, &update("a@x.io", 1, 1), 0).unwrap();
         let e = Email::parse("a@x.io").unwrap();
-        claim_due(&c, 1, 0).unwrap();
+        claim_due(&c, &f, 1, 0).unwrap();
         record(
             &c,
+            &f,
             &[RecordResult {
                 email: e.clone(),
                 version: 1,
@@ -506,11 +555,12 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(claim_due(&c, 1, 99).unwrap().is_empty());
-        let again = claim_due(&c, 1, 100).unwrap();
+        assert!(claim_due(&c, &f, 1, 99).unwrap().is_empty());
+        let again = claim_due(&c, &f, 1, 100).unwrap();
         assert_eq!(again[0].attempts, 1);
         record(
             &c,
+            &f,
             &[RecordResult {
                 email: e.clone(),
                 version: 1,
@@ -530,18 +580,19 @@ mod tests {
         let r = requeue_dead_letters(&c, Some(&[dl[0].id, 999]), 300).unwrap();
         assert_eq!(r.requeued, 1);
         assert_eq!(r.not_found, vec![999]);
-        let back = claim_due(&c, 1, 300).unwrap();
+        let back = claim_due(&c, &f, 1, 300).unwrap();
         assert_eq!((back[0].attempts, back[0].update.version), (0, 1));
         assert_eq!(depth(&c).unwrap().dead_letters, 0);
     }
 
     #[test]
     fn a_dead_letter_older_than_what_the_crm_has_is_superseded_on_replay() {
-        let c = db();
+        let (c, f) = db();
         enqueue_at(&c, &update("a@x.io", 1, 1), 0).unwrap();
-        claim_due(&c, 1, 0).unwrap();
+        claim_due(&c, &f, 1, 0).unwrap();
         record(
             &c,
+            &f,
             &[RecordResult {
                 email: Email::parse("a@x.io").unwrap(),
                 version: 1,
@@ -554,22 +605,37 @@ mod tests {
         )
         .unwrap();
         enqueue_at(&c, &update("a@x.io", 2, 1), 0).unwrap();
-        claim_due(&c, 1, 0).unwrap();
-        record(&c, &[ok("a@x.io", 2, Some(1))], 0).unwrap();
+        claim_due(&c, &f, 1, 0).unwrap();
+        record(&c, &f, &[ok("a@x.io", 2, Some(1))], 0).unwrap();
         let r = requeue_dead_letters(&c, None, 0).unwrap();
         assert_eq!((r.requeued, r.superseded), (0, 1));
         assert_eq!(depth(&c).unwrap().pending, 0);
     }
 
     #[test]
-    fn release_in_flight_makes_interrupted_rows_claimable_again() {
-        let c = db();
+    fn a_new_term_reclaims_what_the_previous_one_left_in_flight_and_fences_it_out() {
+        let (c, old) = db();
         enqueue_at(&c, &update("a@x.io", 1, 1), 0).unwrap();
-        claim_due(&c, 1, 0).unwrap();
-        assert!(claim_due(&c, 1, 0).unwrap().is_empty());
-        assert_eq!(release_in_flight(&c).unwrap(), 1);
-        assert_eq!(claim_due(&c, 1, 0).unwrap().len(), 1);
-        // An abandoned claim is also taken over once its lease ran out.
-        assert_eq!(claim_due(&c, 1, CLAIM_LEASE_MS + 1).unwrap().len(), 1);
+        claim_due(&c, &old, 1, 0).unwrap();
+        assert!(claim_due(&c, &old, 1, 0).unwrap().is_empty());
+        // An abandoned claim is taken over once its claim lease ran out, within one term too.
+        assert_eq!(claim_due(&c, &old, 1, CLAIM_LEASE_MS + 1).unwrap().len(), 1);
+        let new = acquire_lease(&c, "hubspot", "restarted", 0).unwrap();
+        assert_eq!(new.term, old.term + 1);
+        assert_eq!(claim_due(&c, &new, 1, CLAIM_LEASE_MS + 2).unwrap().len(), 1);
+        assert!(matches!(
+            record(&c, &old, &[ok("a@x.io", 1, Some(1))], 0),
+            Err(StoreError::Fenced(_))
+        ));
+        assert!(matches!(
+            claim_due(&c, &old, 1, 0),
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(
+            record(&c, &new, &[ok("a@x.io", 1, Some(1))], 0)
+                .unwrap()
+                .delivered,
+            1
+        );
     }
 }
