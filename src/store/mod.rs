@@ -3,6 +3,8 @@
 //! ([`sqlite::SqliteStore`], one process); PostgreSQL ([`postgres::PgStore`]) lets several
 //! replicas share one database.
 
+#[cfg(test)]
+mod contract;
 pub mod lease;
 pub mod outbox;
 pub mod postgres;
