@@ -114,6 +114,7 @@ impl Application {
         telemetry::metrics();
         let engine: SharedEngine =
             Arc::new(arc_swap::ArcSwap::from_pointee(Engine::load(&config)?));
+        pipeline::report_versions(&engine.load(), None);
         let listener =
             TcpListener::bind(config.server.listen).map_err(|source| StartupError::Bind {
                 addr: config.server.listen.to_string(),
@@ -138,6 +139,7 @@ impl Application {
         let health = web::Data::new(Health {
             store: Arc::clone(&store),
             draining: Arc::clone(&draining),
+            engine: Arc::clone(&engine),
         });
         let delivery = Worker::new(&config.crm, Arc::clone(&store), &data_dir(&config))?;
         let delivery_wake = delivery.waker();
@@ -209,6 +211,7 @@ impl Application {
             sources = config.sources.len(),
             crm = config.crm.kind.as_str(),
             config = %config.origin,
+            rules_version = engine.load().rules.version(),
             "leadgate listening"
         );
         Ok(Application {

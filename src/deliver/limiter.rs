@@ -137,7 +137,10 @@ impl Limiter {
                 return Err(refused(PauseReason::NotLeader));
             };
             match shared.store.take_token(&fence, &shared.quota).await {
-                Ok(Token::Granted) => return Ok(()),
+                // The round trip may have outlasted the lease (a paused process): check the local
+                // trust window once more right before the request goes out.
+                Ok(Token::Granted) if shared.leadership.current().is_some() => return Ok(()),
+                Ok(Token::Granted) => return Err(refused(PauseReason::NotLeader)),
                 Ok(Token::Wait(d)) => {
                     if let Some(p) = self.paused() {
                         return Err(p);

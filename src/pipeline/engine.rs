@@ -21,6 +21,9 @@ use crate::qualify::Rules;
 pub struct Engine {
     pub mappings: MappingSet,
     pub rules: Rules,
+    /// The first 12 hex digits of the SHA-256 over the mapping files this engine loaded (their
+    /// names and bytes): replicas with different mappings show different versions.
+    pub mappings_version: String,
 }
 
 pub type SharedEngine = Arc<ArcSwap<Engine>>;
@@ -36,7 +39,11 @@ impl Engine {
         let mappings = MappingSet::load(config);
         let rules = Rules::load(config.qualification.rules.as_deref());
         match (mappings, rules) {
-            (Ok(mappings), Ok(rules)) => Ok(Engine { mappings, rules }),
+            (Ok(mappings), Ok(rules)) => Ok(Engine {
+                mappings,
+                rules,
+                mappings_version: mappings_version(config),
+            }),
             (m, r) => {
                 let mut errors: Vec<String> = Vec::new();
                 if let Err(e) = m {
@@ -64,11 +71,42 @@ impl Engine {
     }
 }
 
+fn mappings_version(config: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut files: Vec<PathBuf> = config
+        .sources
+        .iter()
+        .filter_map(|s| s.mapping.clone())
+        .collect();
+    files.sort();
+    files.dedup();
+    for f in files {
+        hash.update(f.to_string_lossy().as_bytes());
+        hash.update(std::fs::read(&f).unwrap_or_default());
+    }
+    let mut hex = hex::encode(hash.finalize());
+    hex.truncate(12);
+    hex
+}
+
+/// Publishes which rules and mappings this replica runs (`leadgate_config_info`), so a
+/// half-finished rollout shows as two versions side by side.
+pub fn report_versions(engine: &Engine, previous: Option<&Engine>) {
+    if let Some(p) = previous {
+        metrics::gauge!("leadgate_config_info", "rules_version" => p.rules.version().to_string(), "mappings_version" => p.mappings_version.clone())
+            .set(0.0);
+    }
+    metrics::gauge!("leadgate_config_info", "rules_version" => engine.rules.version().to_string(), "mappings_version" => engine.mappings_version.clone())
+        .set(1.0);
+}
+
 /// Loads a new engine and swaps it in, or keeps the old one and says why.
 pub fn reload(config: &Config, shared: &SharedEngine) -> Result<(), EngineError> {
     match Engine::load(config) {
         Ok(engine) => {
             let version = engine.rules.version().to_string();
+            report_versions(&engine, Some(&shared.load()));
             shared.store(Arc::new(engine));
             tracing::info!(rules_version = %version, "mappings and rules reloaded");
             metrics::counter!("leadgate_reloads_total", "outcome" => "ok").increment(1);

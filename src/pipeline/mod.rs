@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use self::engine::{reload, watch, Engine, EngineError, SharedEngine};
+pub use self::engine::{reload, report_versions, watch, Engine, EngineError, SharedEngine};
 use crate::config::{CrmConfig, PipelineSettings};
 use crate::lead::{Email, Engagement, LeadPatch, Mapped};
 use crate::outbox::CrmUpdate;

@@ -286,8 +286,9 @@ pub trait Store: Send + Sync + 'static {
     /// Queues one update on its own (the pipeline queues inside its lead transaction instead);
     /// coalesces like it.
     async fn enqueue_update(&self, update: CrmUpdate) -> Result<(), StoreError>;
-    /// Marks up to `limit` due updates in flight under `fence` and returns them. Rows a previous
-    /// term left in flight are claimable again.
+    /// Marks up to `limit` due updates in flight under `fence` and returns them. Rows still in
+    /// flight from an earlier term, or from an earlier step of this one whose outcome could not
+    /// be recorded, are claimed again: only the lease holder claims, one batch at a time.
     async fn claim_due(
         &self,
         fence: &Fence,

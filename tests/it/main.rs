@@ -14,4 +14,5 @@ mod ops;
 mod pipeline;
 mod process;
 mod reliability;
+mod replicas;
 mod schemes;

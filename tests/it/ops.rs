@@ -28,7 +28,7 @@ fn repo(path: &str) -> String {
 }
 
 /// Signs like Typeform does, independently of leadgate's code: sha256=<base64 HMAC of the body>.
-fn typeform_signed(secret: &str, body: &[u8]) -> Outbound {
+pub(crate) fn typeform_signed(secret: &str, body: &[u8]) -> Outbound {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());

@@ -18,6 +18,17 @@ pub struct Arrival {
     /// Path without the query.
     pub path: String,
     pub status: u16,
+    /// The bearer token it carried (tells apart senders configured with different tokens).
+    pub bearer: Option<String>,
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
 }
 
 /// A one-off misbehaviour for the next request(s).

@@ -26,7 +26,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use crate::common::{correlation_id, lock, start, start_at, Arrival, Fault, Reply, Window};
+use crate::common::{bearer, correlation_id, lock, start, start_at, Arrival, Fault, Reply, Window};
 
 /// The default lifecycle stages, in order.
 pub const LIFECYCLE: &[&str] = &[
@@ -176,6 +176,11 @@ impl FakeHubSpot {
             addr: running.addr,
             server: Mutex::new(running.handle),
         }
+    }
+
+    /// Accepts `token` as well as the configured one (several senders, each with its own).
+    pub fn accept_token(&self, token: &str) {
+        lock(&self.state).issued.push(token.to_string());
     }
 
     pub fn token(&self) -> String {
@@ -345,6 +350,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
         method: req.method().to_string(),
         path: req.path().to_string(),
         status: reply.status,
+        bearer: bearer(&req),
     });
     if reply.status == 429 {
         s.rate_limited += 1;

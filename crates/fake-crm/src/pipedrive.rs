@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::common::{lock, query, start, Arrival, Fault, Reply, Running, Window};
+use crate::common::{bearer, lock, query, start, Arrival, Fault, Reply, Running, Window};
 
 #[derive(Debug, Clone)]
 pub struct PipedriveOptions {
@@ -272,6 +272,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
         method: req.method().to_string(),
         path,
         status: reply.status,
+        bearer: bearer(&req),
     });
     reply.into_response()
 }

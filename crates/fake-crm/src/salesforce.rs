@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use crate::common::{lock, start, Arrival, Fault, Reply, Running};
+use crate::common::{bearer, lock, start, Arrival, Fault, Reply, Running};
 
 /// A new org's Lead Status picklist.
 pub const STATUSES: &[&str] = &[
@@ -215,6 +215,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
         method: req.method().to_string(),
         path: req.path().to_string(),
         status: reply.status,
+        bearer: bearer(&req),
     });
     reply.into_response()
 }

@@ -21,7 +21,6 @@ use crate::store::outbox::{
     Claimed, DeadLetter, LeadDelivery, OutboxDepth, Outcome, PendingUpdate, RecordResult, Recorded,
     Requeued,
 };
-use crate::store::sqlite::outbox::CLAIM_LEASE_MS;
 use crate::store::{Fence, StoreError, Token};
 
 type Tx = Transaction<'static, Postgres>;
@@ -194,19 +193,18 @@ pub async fn claim_due(
         "WITH due AS MATERIALIZED (
             SELECT email FROM outbox
              WHERE next_attempt_at <= $1
-               AND (inflight_version IS NULL OR claim_term < $4 OR claimed_at < $2)
+               AND (inflight_version IS NULL OR claim_term <= $3)
              ORDER BY next_attempt_at, email
-             LIMIT $3
+             LIMIT $2
              FOR UPDATE SKIP LOCKED
          )
-         UPDATE outbox o SET inflight_version = o.version, claimed_at = $1, claim_term = $4
+         UPDATE outbox o SET inflight_version = o.version, claimed_at = $1, claim_term = $3
            FROM due WHERE o.email = due.email
          RETURNING o.email, o.payload, o.attempts, o.first_queued_at, o.next_attempt_at,
                    (SELECT d.stage_rank FROM crm_delivered d WHERE d.email = o.email),
                    (SELECT d.crm_ref FROM crm_delivered d WHERE d.email = o.email)",
     )
     .bind(now_ms)
-    .bind(now_ms - CLAIM_LEASE_MS)
     .bind(limit as i64)
     .bind(fence.term)
     .fetch_all(&mut *tx)

@@ -18,10 +18,6 @@ use crate::store::outbox::{
 };
 use crate::store::{Fence, StoreError};
 
-/// A claim older than this is considered abandoned even within one lease term (its outcome
-/// could not be recorded). Rows left in flight by an earlier term are claimable at once.
-pub const CLAIM_LEASE_MS: i64 = 10 * 60 * 1000;
-
 /// Elects `holder` for `account`: one process owns a SQLite store, so whoever asks holds the
 /// lease. A new holder (a restarted process) starts a new term, which makes what the previous
 /// process left in flight claimable again.
@@ -132,24 +128,21 @@ pub fn claim_due(
         "SELECT o.email, o.payload, o.attempts, o.first_queued_at, d.stage_rank, d.crm_ref
            FROM outbox o LEFT JOIN crm_delivered d ON d.email = o.email
           WHERE o.next_attempt_at <= ?1
-            AND (o.inflight_version IS NULL OR o.claim_term < ?4 OR o.claimed_at < ?2)
+            AND (o.inflight_version IS NULL OR o.claim_term <= ?3)
           ORDER BY o.next_attempt_at, o.email
-          LIMIT ?3",
+          LIMIT ?2",
     )?;
     let rows = select
-        .query_map(
-            params![now_ms, now_ms - CLAIM_LEASE_MS, limit as i64, fence.term],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            },
-        )?
+        .query_map(params![now_ms, limit as i64, fence.term], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut mark = conn.prepare_cached(
         "UPDATE outbox SET inflight_version = version, claimed_at = ?2, claim_term = ?3
@@ -496,8 +489,10 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].update.version, 2);
         enqueue_at(&c, &update("a@x.io", 3, 2), 0).unwrap();
+        // The next step of the same term takes it again, newest version (the previous step's
+        // outcome was never recorded).
         let got = claim_due(&c, &f, 10, 0).unwrap();
-        assert!(got.is_empty(), "a row in flight is not claimed twice");
+        assert_eq!(got[0].update.version, 3);
     }
 
     #[test]
@@ -617,12 +612,9 @@ mod tests {
         let (c, old) = db();
         enqueue_at(&c, &update("a@x.io", 1, 1), 0).unwrap();
         claim_due(&c, &old, 1, 0).unwrap();
-        assert!(claim_due(&c, &old, 1, 0).unwrap().is_empty());
-        // An abandoned claim is taken over once its claim lease ran out, within one term too.
-        assert_eq!(claim_due(&c, &old, 1, CLAIM_LEASE_MS + 1).unwrap().len(), 1);
         let new = acquire_lease(&c, "hubspot", "restarted", 0).unwrap();
         assert_eq!(new.term, old.term + 1);
-        assert_eq!(claim_due(&c, &new, 1, CLAIM_LEASE_MS + 2).unwrap().len(), 1);
+        assert_eq!(claim_due(&c, &new, 1, 0).unwrap().len(), 1);
         assert!(matches!(
             record(&c, &old, &[ok("a@x.io", 1, Some(1))], 0),
             Err(StoreError::Fenced(_))

@@ -30,6 +30,8 @@ pub struct AppBuilder {
     env: BTreeMap<String, String>,
     /// `[log] level`; `warn` unless a test raises it.
     log_level: Option<String>,
+    /// `[store] url`; a SQLite file in the app's directory unless set.
+    store: Option<String>,
 }
 
 impl AppBuilder {
@@ -48,6 +50,12 @@ impl AppBuilder {
         self
     }
 
+    /// Sets `[store] url` (a PostgreSQL test database shared by several apps).
+    pub fn store(mut self, url: &str) -> Self {
+        self.store = Some(url.into());
+        self
+    }
+
     /// Sets `[log] level` (e.g. `"trace"` to see every line the app could write).
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = Some(level.into());
@@ -57,7 +65,8 @@ impl AppBuilder {
     fn text(&self, listen: &str) -> String {
         format!(
             "[server]\nlisten = \"{listen}\"\npublic_url = \"{PUBLIC_URL}\"\nworkers = 1\nshutdown_timeout_secs = 5\n\
-             [store]\nurl = \"sqlite://data/leadgate.db\"\n[log]\nlevel = \"{}\"\n{}\n",
+             [store]\nurl = \"{}\"\n[log]\nlevel = \"{}\"\n{}\n",
+            self.store.as_deref().unwrap_or("sqlite://data/leadgate.db"),
             self.log_level.as_deref().unwrap_or("warn"),
             self.sections.join("\n")
         )
