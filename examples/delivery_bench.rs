@@ -5,6 +5,10 @@
 //!
 //! The ideal: LEADS / 100 batch calls, of which the quota lets 100 through per 10 s; 10,000 leads
 //! = 100 calls = one 10 s window.
+//!
+//! `REPLICAS=3` runs that many workers, each with its own connection pool, on one PostgreSQL
+//! database (`LEADGATE_TEST_POSTGRES`, a fresh database for the run) instead of SQLite: they
+//! share one lease and one quota, so the drain should take as long as with one worker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +19,8 @@ use leadgate::config::{Config, EnvVars};
 use leadgate::deliver::Worker;
 use leadgate::lead::{Email, FieldName};
 use leadgate::outbox::{Change, CrmUpdate};
+use leadgate::store::postgres::testdb::TestDb;
+use leadgate::store::postgres::PgStore;
 use leadgate::store::sqlite::{outbox, SqliteStore};
 use leadgate::store::Store;
 use serde_json::json;
@@ -80,26 +86,48 @@ async fn main() {
         &env,
     )
     .expect("bench settings are valid");
-    let store = Arc::new(SqliteStore::open(&dir.path().join("leadgate.db")).expect("store opens"));
-
+    let replicas: usize = std::env::var("REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let queued = Instant::now();
     let updates: Vec<CrmUpdate> = (0..leads).map(update).collect();
-    store
-        .write(move |c| {
-            for u in &updates {
-                outbox::enqueue(c, u)?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("enqueue");
+    let (store, replica_stores, _db): (Arc<dyn Store>, Vec<Arc<dyn Store>>, _) = if replicas > 0 {
+        let db = TestDb::create("delivery_bench").expect("PostgreSQL for REPLICAS mode");
+        let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+        for _ in 0..replicas {
+            stores.push(Arc::new(PgStore::open(&db.url).await.expect("store opens")));
+        }
+        for u in updates {
+            stores[0].enqueue_update(u).await.expect("enqueue");
+        }
+        (Arc::clone(&stores[0]), stores, Some(db))
+    } else {
+        let sqlite =
+            Arc::new(SqliteStore::open(&dir.path().join("leadgate.db")).expect("store opens"));
+        sqlite
+            .write(move |c| {
+                for u in &updates {
+                    outbox::enqueue(c, u)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("enqueue");
+        let store: Arc<dyn Store> = sqlite;
+        (Arc::clone(&store), vec![store], None)
+    };
     let enqueue_time = queued.elapsed();
 
-    let worker =
-        Worker::new(&config.crm, store.clone() as Arc<dyn Store>, dir.path()).expect("worker");
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let run = tokio::spawn(worker.run(cancel.clone()));
+    let runs: Vec<_> = replica_stores
+        .iter()
+        .map(|s| {
+            let worker = Worker::new(&config.crm, Arc::clone(s), dir.path()).expect("worker");
+            tokio::spawn(worker.run(cancel.clone()))
+        })
+        .collect();
     loop {
         let d = store.outbox_depth().await.expect("depth");
         if d.pending == 0 && d.in_flight == 0 {
@@ -109,13 +137,24 @@ async fn main() {
     }
     let drain = started.elapsed();
     cancel.cancel();
-    let _ = run.await;
+    for run in runs {
+        let _ = run.await;
+    }
 
     let calls = fake.requests();
     let contacts = fake.contact_count();
     let ideal = WINDOW.as_secs_f64() * ((leads as f64 / BATCH as f64) / WINDOW_MAX as f64).ceil();
     let past_quota = fake.max_in_window().saturating_sub(WINDOW_MAX as usize);
     println!("leadgate delivery benchmark — {leads} leads, fake HubSpot {WINDOW_MAX} requests / {} s, {BATCH} records per batch", WINDOW.as_secs());
+    println!(
+        "{:<34}{:>12}",
+        "store",
+        if replicas > 0 {
+            format!("postgres, {replicas} workers")
+        } else {
+            "sqlite, 1 worker".into()
+        }
+    );
     println!(
         "{:<34}{:>12}",
         "queued in (one transaction)",

@@ -99,18 +99,38 @@ impl Pipeline {
         }
         // One engine for the whole batch: a reload never mixes mappings or rules within an event.
         let engine = self.engine.load_full();
-        let work = events.into_iter().map(|ev| {
-            // Per event, so only transitions whose transaction committed are counted.
-            let transitions = Arc::new(Mutex::new(Vec::new()));
-            let (outcome, kind) = self.plan(&engine, &ev, now, &transitions);
+        let planned: Vec<Planned> = events
+            .into_iter()
+            .map(|ev| {
+                // Per event, so only transitions whose transaction committed are counted.
+                let transitions = Arc::new(Mutex::new(Vec::new()));
+                let (outcome, kind, at) = self.plan(&engine, &ev, now, &transitions);
+                Planned {
+                    ev,
+                    outcome,
+                    kind,
+                    at,
+                    transitions,
+                }
+            })
+            .collect();
+        // Events that share a lead run one after another in provider-time order; the others run
+        // side by side and, submitted together, share commits.
+        let work = in_lead_order(planned).into_iter().map(|chain| {
             let store = Arc::clone(&self.store);
             async move {
-                let r = store.process_event(ev.id, outcome).await;
-                (ev, kind, transitions, r)
+                let mut done = Vec::with_capacity(chain.len());
+                for p in chain {
+                    let r = store.process_event(p.ev.id, p.outcome).await;
+                    done.push((p.ev, p.kind, p.transitions, r));
+                }
+                done
             }
         });
-        // Submitted together, the writes share group commits.
-        let results = futures_util::future::join_all(work).await;
+        let results = futures_util::future::join_all(work)
+            .await
+            .into_iter()
+            .flatten();
         let mut step = Step::default();
         for (ev, kind, transitions, r) in results {
             match r {
@@ -199,21 +219,34 @@ impl Pipeline {
         Ok(moved)
     }
 
-    /// Maps one event and prepares its lead updates (run later inside the store's transaction).
+    /// Maps one event and prepares its lead updates (run later inside the store's transaction);
+    /// also returns the provider's time for the event (its earliest output's, else receipt).
     fn plan(
         &self,
         engine: &Arc<Engine>,
         ev: &StoredEvent,
         now: DateTime<Utc>,
         transitions: &Arc<Mutex<Vec<Transition>>>,
-    ) -> (Processed, Outcome) {
+    ) -> (Processed, Outcome, DateTime<Utc>) {
+        let received = crate::mapping::event_received_at(ev);
         let mapped = match engine.mappings.map_event(ev) {
             Ok(m) => m,
             Err(u) => {
                 tracing::info!(event_id = %ev.id, reason = %u, "event is unmappable");
-                return (Processed::Unmappable(u.to_string()), Outcome::Unmappable);
+                return (
+                    Processed::Unmappable(u.to_string()),
+                    Outcome::Unmappable,
+                    received,
+                );
             }
         };
+        let at = mapped
+            .leads
+            .iter()
+            .map(|p| p.at)
+            .chain(mapped.engagements.iter().map(|e| e.at))
+            .min()
+            .unwrap_or(received);
         let leads = by_lead(mapped)
             .into_iter()
             .map(|(email, (patches, engagements))| {
@@ -230,7 +263,7 @@ impl Pipeline {
                 (email, work.into_fn())
             })
             .collect();
-        (Processed::Leads(leads), Outcome::Mapped)
+        (Processed::Leads(leads), Outcome::Mapped, at)
     }
 
     /// Runs until cancelled: a step whenever an event arrives, or every poll interval.
@@ -267,6 +300,55 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// One event of a batch, mapped and ready for the store.
+struct Planned {
+    ev: StoredEvent,
+    outcome: Processed,
+    kind: Outcome,
+    /// The provider's time for the event.
+    at: DateTime<Utc>,
+    transitions: Arc<Mutex<Vec<Transition>>>,
+}
+
+/// Splits a batch into chains: events that touch a common lead (directly or through other
+/// events) form one chain, ordered by provider time then id, so one lead's events are applied in
+/// the order they happened even when they were stored in another order (a slow replica's commit,
+/// a provider's late retry within the batch). Chains are independent of each other.
+fn in_lead_order(mut batch: Vec<Planned>) -> Vec<Vec<Planned>> {
+    batch.sort_by_key(|p| (p.at, p.ev.id));
+    // Union-find over batch positions, joined through shared leads.
+    let mut parent: Vec<usize> = (0..batch.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut first_with: std::collections::HashMap<Email, usize> = Default::default();
+    for (i, p) in batch.iter().enumerate() {
+        if let Processed::Leads(leads) = &p.outcome {
+            for (email, _) in leads {
+                match first_with.get(email) {
+                    Some(&j) => {
+                        let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                        parent[a.max(b)] = a.min(b);
+                    }
+                    None => {
+                        first_with.insert(email.clone(), i);
+                    }
+                }
+            }
+        }
+    }
+    let mut chains: BTreeMap<usize, Vec<Planned>> = BTreeMap::new();
+    for (i, p) in batch.into_iter().enumerate() {
+        let r = root(&mut parent, i);
+        chains.entry(r).or_default().push(p);
+    }
+    chains.into_values().collect()
 }
 
 /// Leads re-checked per read during a sweep.

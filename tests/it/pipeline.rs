@@ -397,3 +397,109 @@ async fn a_lead_gone_quiet_is_recycled_to_nurture_by_the_periodic_sweep() {
         0
     );
 }
+
+/// One lead's two Typeform events stored in the opposite order of their provider times (a
+/// replica's slow commit, a provider's late retry): processed together, they give the same state
+/// and stage history as when stored in provider-time order. Run on SQLite and, where a server
+/// answers, PostgreSQL.
+#[tokio::test]
+async fn one_leads_events_stored_out_of_provider_time_order_give_the_in_order_history() {
+    use leadgate::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = |name: &str| -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(
+            leadgate::store::sqlite::SqliteStore::open(&dir.path().join(name)).unwrap(),
+        )
+    };
+    let in_order = history_after(sqlite("a.db"), &dir, false).await;
+    let reversed = history_after(sqlite("b.db"), &dir, true).await;
+    assert_eq!(in_order, reversed);
+    assert_eq!(
+        in_order
+            .iter()
+            .map(|(_, to, _)| to.as_str())
+            .collect::<Vec<_>>(),
+        vec!["lead", "sql"],
+        "the short form made a lead, the full one an SQL"
+    );
+    if let Some(db) = leadgate::store::postgres::testdb::TestDb::create("out_of_order_history") {
+        let pg = std::sync::Arc::new(
+            leadgate::store::postgres::PgStore::open(&db.url)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(history_after(pg, &dir, true).await, in_order);
+    }
+}
+
+/// Stores a short early form and the full later one (in time order, or `reversed`), runs one
+/// pipeline step, and returns the lead's history as (from, to, cause).
+async fn history_after(
+    store: std::sync::Arc<dyn leadgate::store::Store>,
+    dir: &tempfile::TempDir,
+    reversed: bool,
+) -> Vec<(Option<String>, String, String)> {
+    use leadgate::pipeline::{Engine, Pipeline};
+    use leadgate::store::NewEvent;
+    let config = AppBuilder::new()
+        .toml(&typeform_source(&repo("mappings/typeform.toml")))
+        .env("TF", "tf-secret")
+        .config(dir.path());
+    let engine = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+        Engine::load(&config).unwrap(),
+    ));
+    let pipeline = Pipeline::new(
+        store.clone(),
+        engine,
+        std::sync::Arc::new(config.crm.clone()),
+        config.pipeline.clone(),
+        Default::default(),
+        Default::default(),
+    );
+    let full: Value = serde_json::from_slice(&fixture("typeform/form_response.json")).unwrap();
+    let mut short = full.clone();
+    short["event_id"] = json!("short-form");
+    short["form_response"]["submitted_at"] = json!("2026-11-20T09:00:00Z");
+    let answers = short["form_response"]["answers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    short["form_response"]["answers"] = Value::Array(
+        answers
+            .into_iter()
+            .filter(|a| ["work_email", "first_name"].contains(&a["field"]["ref"].as_str().unwrap()))
+            .collect(),
+    );
+    let mut bodies = vec![("short", short), ("full", full)];
+    if reversed {
+        bodies.reverse();
+    }
+    for (key, body) in bodies {
+        store
+            .insert_event(NewEvent {
+                source: "typeform".into(),
+                dedupe_key: key.into(),
+                received_at_ms: 0,
+                content_type: "application/json".into(),
+                body: serde_json::to_vec(&body).unwrap().into(),
+                payload: None,
+            })
+            .await
+            .unwrap();
+    }
+    let t = chrono::DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    assert_eq!(pipeline.step_at(t).await.unwrap().processed, 2);
+    let (rec, _) = store
+        .lead("ada.lovelace@analytical-engines.io")
+        .await
+        .unwrap()
+        .unwrap();
+    let state: leadgate::qualify::LeadState = serde_json::from_str(&rec.state).unwrap();
+    state
+        .history
+        .iter()
+        .map(|h| (h.from.clone(), h.to.clone(), format!("{:?}", h.cause)))
+        .collect()
+}
