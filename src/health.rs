@@ -1,6 +1,6 @@
 //! Probes: `GET /healthz` (the process answers) and `GET /readyz` (config loaded, store writable,
-//! not draining). Readiness turns false as soon as shutdown starts, so load balancers stop
-//! routing before the listener closes.
+//! not draining), on both listeners. Readiness turns false as soon as shutdown starts, so load
+//! balancers stop routing before the listeners close.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,8 +16,7 @@ pub struct Health {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(crate::telemetry::render_metrics));
+        .route("/readyz", web::get().to(readyz));
 }
 
 async fn healthz() -> HttpResponse {

@@ -378,13 +378,17 @@ fn the_runtime_stage_is_non_root_and_its_entry_command_runs_on_the_image_layout(
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: "));
 
     // The default command, `serve`, with the compose file's health check (`leadgate probe`).
-    let port = crate::support::free_port();
+    let (port, admin_port) = (crate::support::free_port(), crate::support::free_port());
     let mut serve = Command::new(env!("CARGO_BIN_EXE_leadgate"))
         .current_dir(&workdir)
         .args(&args)
         .args(&rt.cmd)
         .env_clear()
         .env("LEADGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "LEADGATE_SERVER__ADMIN_LISTEN",
+            format!("127.0.0.1:{admin_port}"),
+        )
         .env("LEADGATE_LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -410,6 +414,17 @@ fn the_runtime_stage_is_non_root_and_its_entry_command_runs_on_the_image_layout(
         volume.join("leadgate.db").is_file(),
         "the store is created in the volume"
     );
+    // Metrics on the operator port only.
+    let probe_at = |port: u16, path: &str| {
+        Command::new(env!("CARGO_BIN_EXE_leadgate"))
+            .args(["probe", "--url", &format!("http://127.0.0.1:{port}{path}")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(probe_at(admin_port, "/metrics"), "metrics on admin_listen");
+    assert!(!probe_at(port, "/metrics"), "no metrics on the public port");
     let killed = Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
         .status()

@@ -248,7 +248,7 @@ async fn probes_answer_and_metrics_count_outcomes() {
     .await;
     let text = app
         .client
-        .get(format!("{}/metrics", app.base))
+        .get(format!("{}/metrics", app.admin))
         .send()
         .await
         .unwrap()

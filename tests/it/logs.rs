@@ -311,7 +311,7 @@ async fn trace_logs_of_real_traffic_carry_no_secret_token_email_name_or_phone() 
     }
 
     // The admin API: a wrong token, then the right one, on a URL holding the email.
-    let lead_url = format!("{}/admin/leads/{EMAIL}", app.base);
+    let lead_url = format!("{}/admin/leads/{EMAIL}", app.admin);
     assert_eq!(
         get(
             &client,
@@ -328,7 +328,7 @@ async fn trace_logs_of_real_traffic_carry_no_secret_token_email_name_or_phone() 
     assert_eq!(
         get(
             &client,
-            format!("{}/admin/events?status=unmappable", app.base),
+            format!("{}/admin/events?status=unmappable", app.admin),
             &format!("Bearer {ADMIN_TOKEN}")
         )
         .await,

@@ -116,7 +116,7 @@ pub(crate) fn value(all: &[Sample], name: &str, want: &[(&str, &str)]) -> Option
 async fn scrape(app: &TestApp) -> (String, Vec<Sample>) {
     let res = app
         .client
-        .get(format!("{}/metrics", app.base))
+        .get(format!("{}/metrics", app.admin))
         .send()
         .await
         .unwrap();
@@ -282,7 +282,7 @@ async fn metrics_expose_every_named_series_after_traffic() {
 // ---- admin API ----
 
 async fn call(app: &TestApp, method: &str, path: &str, auth: Option<&str>) -> Reply {
-    let url = format!("{}{path}", app.base);
+    let url = format!("{}{path}", app.admin);
     let mut req = match method {
         "GET" => app.client.get(url),
         _ => app.client.post(url).json(&json!({})),
@@ -311,6 +311,11 @@ async fn every_admin_endpoint_refuses_a_missing_or_wrong_token() {
         ))
         .env("TF", "tf-secret")
         .env("LEADGATE_ADMIN_TOKEN", ADMIN)
+        // Every wrong token below is answered 401, none 429 (that limit has its own test).
+        .env(
+            "LEADGATE_ADMIN__WRONG_TOKEN_LIMIT",
+            "{ requests = 1000, per_secs = 60 }",
+        )
         .spawn()
         .await;
     let wrong = [
@@ -463,21 +468,27 @@ async fn probe_exits_0_on_200_and_1_otherwise() {
             .output()
             .unwrap()
     };
-    let base = app.base.clone();
+    let (base, admin) = (app.base.clone(), app.admin.clone());
     let closed = format!("http://127.0.0.1:{}/readyz", crate::support::free_port());
-    let (ready, missing, refused) = tokio::task::spawn_blocking(move || {
-        (
-            probe(format!("{base}/readyz")),
-            probe(format!("{base}/nowhere")),
-            probe(closed),
-        )
-    })
-    .await
-    .unwrap();
+    let (ready, missing, refused, metrics, public_metrics) =
+        tokio::task::spawn_blocking(move || {
+            (
+                probe(format!("{base}/readyz")),
+                probe(format!("{base}/nowhere")),
+                probe(closed),
+                probe(format!("{admin}/metrics")),
+                probe(format!("{base}/metrics")),
+            )
+        })
+        .await
+        .unwrap();
     assert_eq!(ready.status.code(), Some(0), "{ready:?}");
     assert!(String::from_utf8_lossy(&ready.stdout).starts_with("200 "));
     assert_eq!(missing.status.code(), Some(1), "404 is not healthy");
     assert_eq!(refused.status.code(), Some(1), "nothing listening");
+    // Metrics are on the operator listener, not the public one.
+    assert_eq!(metrics.status.code(), Some(0), "{metrics:?}");
+    assert_eq!(public_metrics.status.code(), Some(1));
 }
 
 // ---- SIGTERM during load ----

@@ -43,7 +43,7 @@ fn outage() -> Duration {
 async fn metrics_of(app: &ChildApp) -> Vec<Sample> {
     let res = app
         .client
-        .get(format!("{}/metrics", app.base))
+        .get(format!("{}/metrics", app.admin))
         .send()
         .await
         .expect("GET /metrics");
