@@ -4,7 +4,7 @@
 //! drain together on SIGTERM.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -95,14 +95,7 @@ async fn the_public_listener_serves_webhooks_and_probes_and_nothing_an_operator_
         let r = request(c, method, format!("{}{path}", app.admin), Some(ADMIN)).await;
         assert_eq!(r.status, 200, "operator {method} {path}: {:?}", r.json);
     }
-    let metrics = c
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert_eq!(
         value(
             &samples(&metrics),
@@ -164,15 +157,7 @@ fn client_from(ip: [u8; 4]) -> reqwest::Client {
 }
 
 async fn auth_failures(app: &TestApp, outcome: &str) -> (f64, String) {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     let n = value(
         &samples(&text),
         "leadgate_admin_auth_failures_total",
@@ -290,14 +275,7 @@ async fn sigterm_drains_both_listeners_together_then_closes_both() {
         .expect("the operator listener serves during the drain");
     assert_eq!(metrics.status(), 200);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = app.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = app.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0));
     for base in [&app.base, &app.admin] {
         assert!(

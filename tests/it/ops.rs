@@ -581,14 +581,7 @@ async fn sigterm_during_load_drains_finishes_the_crm_batch_and_loses_no_acknowle
     assert_eq!(draining.error(), "draining");
 
     let mut app = app;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = app.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = app.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0), "a clean exit");
     let mut acked = Vec::new();
     for s in senders {
@@ -678,13 +671,6 @@ async fn sigterm_still_stops_the_process_when_its_stdout_and_stderr_are_closed()
         assert_eq!(status, Some(202), "delivery {i} with the log pipes closed");
     }
     app.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = app.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = app.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0));
 }

@@ -247,6 +247,11 @@ impl TestApp {
         .await
     }
 
+    /// `GET /metrics` on the operator listener, as text.
+    pub async fn metrics_text(&self) -> String {
+        metrics_text(&self.client, &self.admin).await
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data/leadgate.db")
     }
@@ -255,6 +260,16 @@ impl TestApp {
     pub fn count_events(&self) -> i64 {
         count_events(&self.db_path())
     }
+}
+
+async fn metrics_text(client: &reqwest::Client, admin: &str) -> String {
+    let res = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(res.status(), 200);
+    res.text().await.expect("metrics text")
 }
 
 pub fn count_events(db: &Path) -> i64 {
@@ -302,6 +317,23 @@ impl ChildApp {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("leadgate did not become healthy");
+    }
+
+    /// `GET /metrics` on the operator listener, as text.
+    pub async fn metrics_text(&self) -> String {
+        metrics_text(&self.client, &self.admin).await
+    }
+
+    /// Waits for the process to exit (after a signal), failing the test after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit after the signal");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub fn signal(&self, sig: &str) {
