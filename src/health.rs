@@ -1,8 +1,9 @@
 //! Probes: `GET /healthz` (the process answers) and `GET /readyz` (config loaded, store writable,
-//! not draining). Readiness turns false as soon as shutdown starts, so load balancers stop
-//! routing before the listener closes, and while the store cannot take a write (database down,
-//! read-only or full), so traffic goes to replicas that can. Both answers of `/readyz` name the
-//! rules and mappings versions this replica runs, so replicas that differ mid-rollout show.
+//! not draining), on both listeners. Readiness turns false as soon as shutdown starts, so load
+//! balancers stop routing before the listeners close, and while the store cannot take a write
+//! (database down, read-only or full), so traffic goes to replicas that can. Both answers of
+//! `/readyz` name the rules and mappings versions this replica runs, so replicas that differ
+//! mid-rollout show.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,8 +21,7 @@ pub struct Health {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(crate::telemetry::render_metrics));
+        .route("/readyz", web::get().to(readyz));
 }
 
 async fn healthz() -> HttpResponse {
