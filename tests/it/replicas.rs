@@ -139,7 +139,11 @@ impl Cluster {
                 let mut leaders = Vec::new();
                 for (r, app) in self.apps.iter().enumerate() {
                     let Some(app) = app else { continue };
-                    let Ok(res) = app.client.get(format!("{}/metrics", app.base)).send().await
+                    let Ok(res) = app
+                        .client
+                        .get(format!("{}/metrics", app.admin))
+                        .send()
+                        .await
                     else {
                         continue;
                     };
@@ -577,7 +581,7 @@ async fn ingest_and_ready(app: &ChildApp, i: usize) -> (u16, Option<String>, Str
     let json: serde_json::Value = res.json().await.unwrap_or_default();
     let ready = app
         .client
-        .get(format!("{}/readyz", app.base))
+        .get(format!("{}/readyz", app.admin))
         .send()
         .await
         .unwrap()
