@@ -40,12 +40,19 @@ CREATE TABLE leads (
 );
 CREATE INDEX leads_by_stage ON leads (stage, email);
 
+-- Which events touched which lead, with each one's input to it (the mapped patches and
+-- engagements), its provider time and the clock it was qualified at: a late event rebuilds the
+-- lead from these in provider-time order (src/pipeline/fold.rs).
 CREATE TABLE lead_events (
-    email    TEXT   NOT NULL,
-    event_id BIGINT NOT NULL REFERENCES events (id),
+    email       TEXT   NOT NULL,
+    event_id    BIGINT NOT NULL REFERENCES events (id),
+    occurred_at BIGINT,
+    folded_at   BIGINT,
+    items       TEXT,
     PRIMARY KEY (email, event_id)
 );
 CREATE INDEX lead_events_by_event ON lead_events (event_id);
+CREATE INDEX lead_events_in_order ON lead_events (email, occurred_at, event_id);
 
 -- The outbox (see migrations/sqlite/0003_outbox.sql); `claim_term` is the lease term a row in
 -- flight was claimed under.

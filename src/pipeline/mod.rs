@@ -8,6 +8,7 @@
 //! reason; `leadgate replay` puts it back after the mapping is fixed.
 
 mod engine;
+pub mod fold;
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -21,7 +22,8 @@ use crate::lead::{Email, Engagement, LeadPatch, Mapped};
 use crate::outbox::CrmUpdate;
 use crate::qualify::{qualify, Decision, LeadState, Rules};
 use crate::store::{
-    EventStatus, LeadChange, LeadFn, LeadRecord, Processed, Store, StoreError, StoredEvent,
+    EventStatus, LeadChange, LeadFn, LeadInput, LeadRecord, LeadStep, Processed, Store, StoreError,
+    StoredEvent,
 };
 
 /// What one step did.
@@ -194,6 +196,7 @@ impl Pipeline {
                     now,
                     transitions: Arc::clone(&transitions),
                     sweep: true,
+                    input: None,
                 };
                 let update = self.store.update_lead(email, work.into_fn());
                 Some(async move { (update.await, transitions) })
@@ -240,16 +243,18 @@ impl Pipeline {
                 );
             }
         };
-        let at = mapped
-            .leads
-            .iter()
-            .map(|p| p.at)
-            .chain(mapped.engagements.iter().map(|e| e.at))
-            .min()
-            .unwrap_or(received);
+        let at = fold::occurred_at(&mapped.leads, &mapped.engagements, received);
         let leads = by_lead(mapped)
             .into_iter()
             .map(|(email, (patches, engagements))| {
+                let input = LeadInput {
+                    event: ev.id,
+                    occurred_at_ms: fold::occurred_at(&patches, &engagements, received)
+                        .timestamp_millis(),
+                    folded_at_ms: now.timestamp_millis(),
+                    // Unencodable inputs (never seen) are logged without items: not rebuildable.
+                    items: fold::Items::encode(&patches, &engagements).ok(),
+                };
                 let work = LeadWork {
                     engine: Arc::clone(engine),
                     crm: Arc::clone(&self.crm),
@@ -259,8 +264,13 @@ impl Pipeline {
                     now,
                     transitions: Arc::clone(transitions),
                     sweep: false,
+                    input: Some(input.clone()),
                 };
-                (email, work.into_fn())
+                LeadStep {
+                    email,
+                    input,
+                    apply: work.into_fn(),
+                }
             })
             .collect();
         (Processed::Leads(leads), Outcome::Mapped, at)
@@ -330,7 +340,7 @@ fn in_lead_order(mut batch: Vec<Planned>) -> Vec<Vec<Planned>> {
     let mut first_with: std::collections::HashMap<Email, usize> = Default::default();
     for (i, p) in batch.iter().enumerate() {
         if let Processed::Leads(leads) = &p.outcome {
-            for (email, _) in leads {
+            for LeadStep { email, .. } in leads {
                 match first_with.get(email) {
                     Some(&j) => {
                         let (a, b) = (root(&mut parent, i), root(&mut parent, j));
@@ -438,14 +448,25 @@ struct LeadWork {
     transitions: Arc<Mutex<Vec<Transition>>>,
     /// A periodic re-check with no new event: write only if the stage moved.
     sweep: bool,
+    /// This event's input to the lead (None for a sweep).
+    input: Option<LeadInput>,
 }
 
 impl LeadWork {
     fn into_fn(self) -> LeadFn {
-        Box::new(move |prev: Option<&LeadRecord>, version: i64| self.apply(prev, version))
+        Box::new(
+            move |prev: Option<&LeadRecord>, version: i64, log: Option<Vec<LeadInput>>| {
+                self.apply(prev, version, log)
+            },
+        )
     }
 
-    fn apply(self, prev: Option<&LeadRecord>, version: i64) -> Result<Option<LeadChange>, String> {
+    fn apply(
+        self,
+        prev: Option<&LeadRecord>,
+        version: i64,
+        log: Option<Vec<LeadInput>>,
+    ) -> Result<Option<LeadChange>, String> {
         let prev_state: Option<LeadState> = match prev {
             Some(r) => Some(
                 serde_json::from_str(&r.state)
@@ -455,14 +476,32 @@ impl LeadWork {
             None => None,
         };
         let rules = &self.engine.rules;
-        let d = qualify(
-            rules,
-            prev_state.as_ref(),
-            &self.patches,
-            &self.engagements,
-            self.now,
-        )
-        .map_err(|e| e.to_string())?;
+        // A late input: rebuild the lead in provider-time order (see `fold`).
+        let rebuilt = match (&log, &self.input) {
+            (Some(_), Some(input)) => {
+                let log = log.unwrap_or_default();
+                let r = fold::rebuild(rules, prev_state.as_ref(), log, input, self.now)?;
+                let outcome = if r.is_some() { "rebuilt" } else { "merged" };
+                metrics::counter!("leadgate_leads_rebuilt_total", "outcome" => outcome)
+                    .increment(1);
+                r
+            }
+            _ => None,
+        };
+        let (d, refolded) = match rebuilt {
+            Some(r) => (r.decision, r.refolded),
+            None => (
+                qualify(
+                    rules,
+                    prev_state.as_ref(),
+                    &self.patches,
+                    &self.engagements,
+                    self.now,
+                )
+                .map_err(|e| e.to_string())?,
+                Vec::new(),
+            ),
+        };
         if self.sweep && !d.stage_changed {
             return Ok(None);
         }
@@ -494,6 +533,7 @@ impl LeadWork {
             campaign: campaign_of(&self.patches),
             source: Some(self.source),
             update,
+            refolded,
         }))
     }
 }

@@ -74,6 +74,7 @@ macro_rules! contract {
 }
 
 contract!(
+    a_late_input_gets_the_leads_input_log_and_an_in_order_one_does_not,
     a_repeated_event_is_stored_once_even_when_sent_concurrently,
     an_event_is_processed_once_whoever_processes_it,
     one_leads_updates_are_serialised_across_workers,
@@ -111,24 +112,50 @@ fn update(email: &str, version: i64) -> CrmUpdate {
     }
 }
 
-/// A lead function that counts how often it ran on top of the stored state (a lost update would
-/// show as a count below the number of events).
-fn count_up(email: &str) -> (Email, LeadFn) {
-    let e = Email::parse(email).unwrap();
-    let f: LeadFn = Box::new(move |prev: Option<&LeadRecord>, version: i64| {
-        let n = prev.map(|p| p.score).unwrap_or(0) + 1;
-        Ok(Some(LeadChange {
-            state: format!("{{\"n\":{n}}}"),
-            stage: "lead".into(),
-            stage_rank: 2,
-            reached_rank: 2,
-            score: n,
-            source: Some("typeform".into()),
-            campaign: None,
-            update: Some(update("pat@acme-corp.io", version)),
-        }))
-    });
-    (e, f)
+/// A lead step that counts how often it ran on top of the stored state (a lost update would
+/// show as a count below the number of events). Its input happened at `occurred_at_ms`; it
+/// records whether the store handed it the input log (a late input).
+fn step_at(
+    email: &str,
+    event: EventId,
+    occurred_at_ms: i64,
+    saw_log: Arc<std::sync::Mutex<Option<Vec<EventId>>>>,
+) -> LeadStep {
+    let apply: LeadFn = Box::new(
+        move |prev: Option<&LeadRecord>, version: i64, log: Option<Vec<LeadInput>>| {
+            *saw_log.lock().unwrap() = log.map(|l| {
+                let mut ids: Vec<EventId> = l.iter().map(|i| i.event).collect();
+                ids.sort();
+                ids
+            });
+            let n = prev.map(|p| p.score).unwrap_or(0) + 1;
+            Ok(Some(LeadChange {
+                state: format!("{{\"n\":{n}}}"),
+                stage: "lead".into(),
+                stage_rank: 2,
+                reached_rank: 2,
+                score: n,
+                source: Some("typeform".into()),
+                campaign: None,
+                update: Some(update("pat@acme-corp.io", version)),
+                refolded: Vec::new(),
+            }))
+        },
+    );
+    LeadStep {
+        email: Email::parse(email).unwrap(),
+        input: LeadInput {
+            event,
+            occurred_at_ms,
+            folded_at_ms: 7,
+            items: Some("{}".into()),
+        },
+        apply,
+    }
+}
+
+fn count_up(email: &str, event: EventId) -> LeadStep {
+    step_at(email, event, 1_700_000_000_000, Default::default())
 }
 
 async fn a_repeated_event_is_stored_once_even_when_sent_concurrently(s: Subject) {
@@ -173,11 +200,11 @@ async fn an_event_is_processed_once_whoever_processes_it(s: Subject) {
     assert_eq!(pending.len(), 1);
     let (a, b) = (Arc::clone(&s.store), Arc::clone(&s.replica));
     let one = tokio::spawn(async move {
-        a.process_event(id, Processed::Leads(vec![count_up("pat@acme-corp.io")]))
+        a.process_event(id, Processed::Leads(vec![count_up("pat@acme-corp.io", id)]))
             .await
     });
     let two = tokio::spawn(async move {
-        b.process_event(id, Processed::Leads(vec![count_up("pat@acme-corp.io")]))
+        b.process_event(id, Processed::Leads(vec![count_up("pat@acme-corp.io", id)]))
             .await
     });
     let (one, two) = (one.await.unwrap().unwrap(), two.await.unwrap().unwrap());
@@ -185,7 +212,7 @@ async fn an_event_is_processed_once_whoever_processes_it(s: Subject) {
     // Later attempts see it done.
     let again = s
         .store
-        .process_event(id, Processed::Leads(vec![count_up("pat@acme-corp.io")]))
+        .process_event(id, Processed::Leads(vec![count_up("pat@acme-corp.io", id)]))
         .await
         .unwrap();
     assert!(!again);
@@ -221,7 +248,10 @@ async fn one_leads_updates_are_serialised_across_workers(s: Subject) {
             let id = *id;
             tokio::spawn(async move {
                 // Two leads per event, named in both orders: the store locks them in one order.
-                let mut leads = vec![count_up("pat@acme-corp.io"), count_up("sam@acme-corp.io")];
+                let mut leads = vec![
+                    count_up("pat@acme-corp.io", id),
+                    count_up("sam@acme-corp.io", id),
+                ];
                 if i % 3 == 0 {
                     leads.reverse();
                 }
@@ -247,7 +277,7 @@ async fn a_superseded_term_can_neither_claim_nor_record_nor_spend(s: Subject) {
     };
     let old = s
         .store
-        .acquire_lease("hubspot", "a", Duration::from_millis(300))
+        .acquire_lease("hubspot", "a", Duration::from_secs(2))
         .await
         .unwrap()
         .unwrap();
@@ -273,11 +303,11 @@ async fn a_superseded_term_can_neither_claim_nor_record_nor_spend(s: Subject) {
         assert_eq!(other, None);
         let renewed = s
             .store
-            .acquire_lease("hubspot", "a", Duration::from_millis(300))
+            .acquire_lease("hubspot", "a", Duration::from_secs(2))
             .await
             .unwrap();
         assert_eq!(renewed.as_ref().map(|f| f.term), Some(old.term));
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(2300)).await;
     }
     let new = s
         .replica
@@ -423,7 +453,7 @@ async fn replay_and_queries_read_the_same_on_both_stores(s: Subject) {
         .await
         .unwrap();
     s.store
-        .process_event(b, Processed::Leads(vec![count_up("pat@acme-corp.io")]))
+        .process_event(b, Processed::Leads(vec![count_up("pat@acme-corp.io", b)]))
         .await
         .unwrap();
     let recent = s
@@ -456,4 +486,33 @@ async fn replay_and_queries_read_the_same_on_both_stores(s: Subject) {
     assert_eq!(s.replica.replay_events(all).await.unwrap(), 1);
     assert_eq!(s.store.pending_events(None, 10).await.unwrap().len(), 2);
     s.store.check_writable().await.unwrap();
+}
+
+async fn a_late_input_gets_the_leads_input_log_and_an_in_order_one_does_not(s: Subject) {
+    let mut ids = Vec::new();
+    for key in ["a", "b", "c", "d"] {
+        ids.push(s.store.insert_event(event(key)).await.unwrap().id());
+    }
+    let apply = |id: EventId, at: i64| {
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let st = Arc::clone(&s.store);
+        let step = step_at("pat@acme-corp.io", id, at, Arc::clone(&seen));
+        async move {
+            assert!(st
+                .process_event(id, Processed::Leads(vec![step]))
+                .await
+                .unwrap());
+            let got = seen.lock().unwrap().clone();
+            got
+        }
+    };
+    // In provider-time order: no log needed.
+    assert_eq!(apply(ids[1], 2_000).await, None);
+    assert_eq!(apply(ids[2], 3_000).await, None);
+    // Happened before what is applied (stored later, or committed late): the log of the others.
+    assert_eq!(apply(ids[0], 1_000).await, Some(vec![ids[1], ids[2]]));
+    // Same time as the newest, higher id: in order.
+    assert_eq!(apply(ids[3], 3_000).await, None);
+    let (lead, events) = s.replica.lead("pat@acme-corp.io").await.unwrap().unwrap();
+    assert_eq!((lead.score, events.len()), (4, 4));
 }

@@ -149,20 +149,54 @@ pub struct LeadChange {
     pub campaign: Option<String>,
     /// The CRM snapshot to queue, if this change is one the CRM should hear about.
     pub update: Option<crate::outbox::CrmUpdate>,
+    /// Earlier inputs of this lead that were qualified again (a rebuild after a late event): they
+    /// now count as qualified at the current input's clock.
+    pub refolded: Vec<EventId>,
+}
+
+/// One event's contribution to one lead, as the lead's input log keeps it. The log lets a late
+/// event (one that happened before inputs already applied) rebuild the lead in provider-time
+/// order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadInput {
+    pub event: EventId,
+    /// The provider's time of the input (Unix ms).
+    pub occurred_at_ms: i64,
+    /// The clock it was qualified at (Unix ms).
+    pub folded_at_ms: i64,
+    /// What the mapping produced for this lead (patches and engagements) as JSON; None for
+    /// inputs logged before the log kept them (those cannot be replayed).
+    pub items: Option<String>,
 }
 
 /// Computes a lead's change from its stored record (None: a new lead). It runs inside the write
 /// transaction, so updates to one lead are serialised. The `i64` is the version the new state
-/// gets, for the CRM snapshot. `Ok(None)`: nothing to write.
-pub type LeadFn =
-    Box<dyn FnOnce(Option<&LeadRecord>, i64) -> Result<Option<LeadChange>, String> + Send>;
+/// gets, for the CRM snapshot. The log is given only when the input being applied is late (an
+/// input of this lead that happened after it, or the same event, is already applied): then it
+/// holds every other input of the lead, to rebuild from. `Ok(None)`: nothing to write.
+pub type LeadFn = Box<
+    dyn FnOnce(
+            Option<&LeadRecord>,
+            i64,
+            Option<Vec<LeadInput>>,
+        ) -> Result<Option<LeadChange>, String>
+        + Send,
+>;
+
+/// One lead touched by a stored event.
+pub struct LeadStep {
+    pub email: crate::lead::Email,
+    /// This event's input for the lead (its `event` is the event being processed).
+    pub input: LeadInput,
+    pub apply: LeadFn,
+}
 
 /// What processing one stored event produced.
 pub enum Processed {
     /// Kept with the reason; `replay` retries it after the mapping is fixed.
     Unmappable(String),
     /// Zero or more leads to update (zero: the event carried nothing to act on).
-    Leads(Vec<(crate::lead::Email, LeadFn)>),
+    Leads(Vec<LeadStep>),
 }
 
 /// Which stored events `replay` puts back in the queue.

@@ -398,10 +398,22 @@ async fn a_lead_gone_quiet_is_recycled_to_nurture_by_the_periodic_sweep() {
     );
 }
 
-/// One lead's two Typeform events stored in the opposite order of their provider times (a
-/// replica's slow commit, a provider's late retry): processed together, they give the same state
-/// and stage history as when stored in provider-time order. Run on SQLite and, where a server
-/// answers, PostgreSQL.
+/// How the two events of [`history_after`] reach the pipeline.
+#[derive(Clone, Copy, PartialEq)]
+enum Arrival {
+    /// Stored in provider-time order, processed in one step.
+    InOrder,
+    /// Stored the other way round, processed in one step.
+    ReversedInOneBatch,
+    /// The later event stored and processed first; the earlier one arrives after that (a slow
+    /// replica's commit, a provider's late retry): the lead is rebuilt.
+    LateAfterProcessing,
+}
+
+/// One lead's two Typeform events stored in the opposite order of their provider times give the
+/// same fields and stage history as in provider-time order, whether they meet in one batch or
+/// the earlier one arrives after the later one was processed (research pitfall 4). On SQLite
+/// and, where a server answers, PostgreSQL.
 #[tokio::test]
 async fn one_leads_events_stored_out_of_provider_time_order_give_the_in_order_history() {
     use leadgate::store::Store;
@@ -411,34 +423,42 @@ async fn one_leads_events_stored_out_of_provider_time_order_give_the_in_order_hi
             leadgate::store::sqlite::SqliteStore::open(&dir.path().join(name)).unwrap(),
         )
     };
-    let in_order = history_after(sqlite("a.db"), &dir, false).await;
-    let reversed = history_after(sqlite("b.db"), &dir, true).await;
-    assert_eq!(in_order, reversed);
+    let in_order = history_after(sqlite("a.db"), &dir, Arrival::InOrder).await;
     assert_eq!(
         in_order
+            .1
             .iter()
-            .map(|(_, to, _)| to.as_str())
+            .map(|(_, to, _, _)| to.as_str())
             .collect::<Vec<_>>(),
         vec!["lead", "sql"],
         "the short form made a lead, the full one an SQL"
     );
+    let batch = history_after(sqlite("b.db"), &dir, Arrival::ReversedInOneBatch).await;
+    assert_eq!(batch, in_order);
+    let late = history_after(sqlite("c.db"), &dir, Arrival::LateAfterProcessing).await;
+    assert_eq!(late, in_order);
     if let Some(db) = leadgate::store::postgres::testdb::TestDb::create("out_of_order_history") {
         let pg = std::sync::Arc::new(
             leadgate::store::postgres::PgStore::open(&db.url)
                 .await
                 .unwrap(),
         );
-        assert_eq!(history_after(pg, &dir, true).await, in_order);
+        assert_eq!(
+            history_after(pg, &dir, Arrival::LateAfterProcessing).await,
+            in_order
+        );
     }
 }
 
-/// Stores a short early form and the full later one (in time order, or `reversed`), runs one
-/// pipeline step, and returns the lead's history as (from, to, cause).
+type History = Vec<(Option<String>, String, String, String)>;
+
+/// Stores a short early form and the full later one as `arrival` says, runs the pipeline, and
+/// returns the lead's fields and history as (from, to, cause, at).
 async fn history_after(
     store: std::sync::Arc<dyn leadgate::store::Store>,
     dir: &tempfile::TempDir,
-    reversed: bool,
-) -> Vec<(Option<String>, String, String)> {
+    arrival: Arrival,
+) -> (String, History) {
     use leadgate::pipeline::{Engine, Pipeline};
     use leadgate::store::NewEvent;
     let config = AppBuilder::new()
@@ -471,9 +491,12 @@ async fn history_after(
             .collect(),
     );
     let mut bodies = vec![("short", short), ("full", full)];
-    if reversed {
+    if arrival != Arrival::InOrder {
         bodies.reverse();
     }
+    let t = chrono::DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+        .unwrap()
+        .to_utc();
     for (key, body) in bodies {
         store
             .insert_event(NewEvent {
@@ -486,20 +509,30 @@ async fn history_after(
             })
             .await
             .unwrap();
+        if arrival == Arrival::LateAfterProcessing {
+            assert_eq!(pipeline.step_at(t).await.unwrap().processed, 1);
+        }
     }
-    let t = chrono::DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
-        .unwrap()
-        .to_utc();
-    assert_eq!(pipeline.step_at(t).await.unwrap().processed, 2);
+    if arrival != Arrival::LateAfterProcessing {
+        assert_eq!(pipeline.step_at(t).await.unwrap().processed, 2);
+    }
     let (rec, _) = store
         .lead("ada.lovelace@analytical-engines.io")
         .await
         .unwrap()
         .unwrap();
     let state: leadgate::qualify::LeadState = serde_json::from_str(&rec.state).unwrap();
-    state
+    let history = state
         .history
         .iter()
-        .map(|h| (h.from.clone(), h.to.clone(), format!("{:?}", h.cause)))
-        .collect()
+        .map(|h| {
+            (
+                h.from.clone(),
+                h.to.clone(),
+                format!("{:?}", h.cause),
+                h.at.to_rfc3339(),
+            )
+        })
+        .collect();
+    (serde_json::to_string(&state.fields).unwrap(), history)
 }

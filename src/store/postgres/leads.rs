@@ -7,8 +7,8 @@ use sqlx::{Postgres, Row, Transaction};
 use super::{event_from_row, EVENT_COLUMNS};
 use crate::lead::Email;
 use crate::store::{
-    EventId, EventStatus, FunnelCount, LeadFn, LeadRecord, Processed, ReplayFilter, StoreError,
-    StoredEvent,
+    EventId, EventStatus, FunnelCount, LeadFn, LeadInput, LeadRecord, Processed, ReplayFilter,
+    StoreError, StoredEvent,
 };
 
 const LEAD_COLUMNS: &str = "email, state, version, stage, stage_rank, max_rank, score, source, campaign, created_at, updated_at";
@@ -70,17 +70,9 @@ pub async fn process(
         }
         Processed::Leads(mut leads) => {
             // Locks in one order everywhere, so two events sharing leads cannot deadlock.
-            leads.sort_by(|a, b| a.0.cmp(&b.0));
-            for (email, apply) in leads {
-                apply_lead(&mut tx, &email, apply, now_ms).await?;
-                sqlx::query(
-                    "INSERT INTO lead_events (email, event_id) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(email.as_str())
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
+            leads.sort_by(|a, b| a.email.cmp(&b.email));
+            for step in leads {
+                apply_lead(&mut tx, &step.email, Some(&step.input), step.apply, now_ms).await?;
             }
             set_status(&mut tx, id, EventStatus::Processed, None, now_ms).await?;
         }
@@ -98,6 +90,7 @@ pub async fn process(
 pub async fn apply_lead(
     tx: &mut Transaction<'static, Postgres>,
     email: &Email,
+    input: Option<&LeadInput>,
     apply: LeadFn,
     now_ms: i64,
 ) -> Result<(), StoreError> {
@@ -114,8 +107,22 @@ pub async fn apply_lead(
         Some(r) => Some(lead_from_row(&r)?),
         None => None,
     };
+    let log = match input {
+        Some(i) if is_late(tx, email, i).await? => Some(inputs(tx, email, i.event).await?),
+        _ => None,
+    };
     let version = prev.as_ref().map(|p| p.version + 1).unwrap_or(1);
-    let Some(change) = apply(prev.as_ref(), version).map_err(StoreError::Rejected)? else {
+    let change = apply(prev.as_ref(), version, log).map_err(StoreError::Rejected)?;
+    if let Some(i) = input {
+        log_input(
+            tx,
+            email,
+            i,
+            change.as_ref().map_or(&[][..], |c| &c.refolded),
+        )
+        .await?;
+    }
+    let Some(change) = change else {
         return Ok(());
     };
     sqlx::query(
@@ -142,6 +149,84 @@ pub async fn apply_lead(
     .await?;
     if let Some(update) = &change.update {
         super::outbox::enqueue(tx, update, now_ms).await?;
+    }
+    Ok(())
+}
+
+/// Whether an input of this lead that happened after `input` (or `input`'s own event, processed
+/// again) is already applied.
+async fn is_late(
+    tx: &mut Transaction<'static, Postgres>,
+    email: &Email,
+    input: &LeadInput,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM lead_events WHERE email = $1 AND (event_id = $2
+            OR (occurred_at, event_id) > ($3, $2)))",
+    )
+    .bind(email.as_str())
+    .bind(input.event.0)
+    .bind(input.occurred_at_ms)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// The lead's logged inputs other than `except`'s.
+async fn inputs(
+    tx: &mut Transaction<'static, Postgres>,
+    email: &Email,
+    except: EventId,
+) -> Result<Vec<LeadInput>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT event_id, occurred_at, folded_at, items FROM lead_events
+          WHERE email = $1 AND event_id <> $2",
+    )
+    .bind(email.as_str())
+    .bind(except.0)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LeadInput {
+                event: EventId(r.try_get(0)?),
+                occurred_at_ms: r.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
+                folded_at_ms: r.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                items: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+/// Logs `input` for the lead, and moves the inputs a rebuild qualified again to its clock.
+async fn log_input(
+    tx: &mut Transaction<'static, Postgres>,
+    email: &Email,
+    input: &LeadInput,
+    refolded: &[EventId],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO lead_events (email, event_id, occurred_at, folded_at, items)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (email, event_id) DO UPDATE SET occurred_at = excluded.occurred_at,
+            folded_at = excluded.folded_at, items = excluded.items",
+    )
+    .bind(email.as_str())
+    .bind(input.event.0)
+    .bind(input.occurred_at_ms)
+    .bind(input.folded_at_ms)
+    .bind(&input.items)
+    .execute(&mut **tx)
+    .await?;
+    if !refolded.is_empty() {
+        let ids: Vec<i64> = refolded.iter().map(|e| e.0).collect();
+        sqlx::query(
+            "UPDATE lead_events SET folded_at = $3 WHERE email = $1 AND event_id = ANY($2)",
+        )
+        .bind(email.as_str())
+        .bind(&ids)
+        .bind(input.folded_at_ms)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }

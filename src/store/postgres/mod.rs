@@ -274,7 +274,7 @@ impl Store for PgStore {
         apply: crate::store::LeadFn,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        leads::apply_lead(&mut tx, &email, apply, super::outbox::now_ms()).await?;
+        leads::apply_lead(&mut tx, &email, None, apply, super::outbox::now_ms()).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -5,8 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{event_from_row, EVENT_COLUMNS};
 use crate::lead::Email;
 use crate::store::{
-    EventId, EventStatus, FunnelCount, LeadFn, LeadRecord, Processed, ReplayFilter, StoreError,
-    StoredEvent,
+    EventId, EventStatus, FunnelCount, LeadFn, LeadInput, LeadRecord, Processed, ReplayFilter,
+    StoreError, StoredEvent,
 };
 
 const LEAD_COLUMNS: &str = "email, state, version, stage, stage_rank, max_rank, score, source, campaign, created_at, updated_at";
@@ -66,12 +66,8 @@ pub fn process(
             set_status(conn, id, EventStatus::Unmappable, Some(&reason), now_ms)?;
         }
         Processed::Leads(leads) => {
-            for (email, apply) in leads {
-                apply_lead(conn, &email, apply, now_ms)?;
-                conn.prepare_cached(
-                    "INSERT OR IGNORE INTO lead_events (email, event_id) VALUES (?1, ?2)",
-                )?
-                .execute(params![email.as_str(), id.0])?;
+            for step in leads {
+                apply_lead(conn, &step.email, Some(&step.input), step.apply, now_ms)?;
             }
             set_status(conn, id, EventStatus::Processed, None, now_ms)?;
         }
@@ -79,10 +75,12 @@ pub fn process(
     Ok(true)
 }
 
-/// Reads a lead, lets `apply` compute its change, writes it and queues its CRM snapshot.
+/// Reads a lead, lets `apply` compute its change (with the lead's input log when `input` is
+/// late), writes it, queues its CRM snapshot and logs `input`.
 pub fn apply_lead(
     conn: &Connection,
     email: &Email,
+    input: Option<&LeadInput>,
     apply: LeadFn,
     now_ms: i64,
 ) -> Result<(), StoreError> {
@@ -92,8 +90,21 @@ pub fn apply_lead(
         st.query_row(params![email.as_str()], lead_from_row)
             .optional()?
     };
+    let log = match input {
+        Some(i) if is_late(conn, email, i)? => Some(inputs(conn, email, i.event)?),
+        _ => None,
+    };
     let version = prev.as_ref().map(|p| p.version + 1).unwrap_or(1);
-    let Some(change) = apply(prev.as_ref(), version).map_err(StoreError::Rejected)? else {
+    let change = apply(prev.as_ref(), version, log).map_err(StoreError::Rejected)?;
+    if let Some(i) = input {
+        log_input(
+            conn,
+            email,
+            i,
+            change.as_ref().map_or(&[][..], |c| &c.refolded),
+        )?;
+    }
+    let Some(change) = change else {
         return Ok(());
     };
     let mut up = conn.prepare_cached(
@@ -120,6 +131,68 @@ pub fn apply_lead(
     ])?;
     if let Some(update) = &change.update {
         super::outbox::enqueue(conn, update)?;
+    }
+    Ok(())
+}
+
+/// Whether an input of this lead that happened after `input` (or `input`'s own event, processed
+/// again) is already applied.
+fn is_late(conn: &Connection, email: &Email, input: &LeadInput) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM lead_events WHERE email = ?1 AND (event_id = ?2
+                OR occurred_at > ?3 OR (occurred_at = ?3 AND event_id > ?2)))",
+        )?
+        .query_row(
+            params![email.as_str(), input.event.0, input.occurred_at_ms],
+            |r| r.get(0),
+        )?)
+}
+
+/// The lead's logged inputs other than `except`'s.
+fn inputs(conn: &Connection, email: &Email, except: EventId) -> Result<Vec<LeadInput>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT event_id, occurred_at, folded_at, items FROM lead_events
+          WHERE email = ?1 AND event_id <> ?2",
+    )?;
+    let rows = st
+        .query_map(params![email.as_str(), except.0], |r| {
+            Ok(LeadInput {
+                event: EventId(r.get(0)?),
+                occurred_at_ms: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                folded_at_ms: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                items: r.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Logs `input` for the lead, and moves the inputs a rebuild qualified again to its clock.
+fn log_input(
+    conn: &Connection,
+    email: &Email,
+    input: &LeadInput,
+    refolded: &[EventId],
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO lead_events (email, event_id, occurred_at, folded_at, items)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (email, event_id) DO UPDATE SET occurred_at = excluded.occurred_at,
+            folded_at = excluded.folded_at, items = excluded.items",
+    )?
+    .execute(params![
+        email.as_str(),
+        input.event.0,
+        input.occurred_at_ms,
+        input.folded_at_ms,
+        input.items
+    ])?;
+    let mut again = conn.prepare_cached(
+        "UPDATE lead_events SET folded_at = ?3 WHERE email = ?1 AND event_id = ?2",
+    )?;
+    for id in refolded {
+        again.execute(params![email.as_str(), id.0, input.folded_at_ms])?;
     }
     Ok(())
 }

@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_lease",
         include_str!("../../../migrations/sqlite/0004_lease.sql"),
     ),
+    (
+        "0005_lead_inputs",
+        include_str!("../../../migrations/sqlite/0005_lead_inputs.sql"),
+    ),
 ];
 
 pub fn run(conn: &mut Connection) -> Result<(), String> {

@@ -259,7 +259,7 @@ impl Store for SqliteStore {
         apply: crate::store::LeadFn,
     ) -> Result<(), StoreError> {
         let now = chrono::Utc::now().timestamp_millis();
-        self.write(move |c| leads::apply_lead(c, &email, apply, now))
+        self.write(move |c| leads::apply_lead(c, &email, None, apply, now))
             .await
     }
 

@@ -1,0 +1,176 @@
+//! A lead's history as if its events had been handled in provider-time order, whatever order
+//! they reached the store in (research/postgres.md pitfall 4: with several replicas, an event
+//! can commit after a later one of the same lead was already applied; a provider's late retry
+//! does the same on one process).
+//!
+//! The merge itself does not depend on order (fields by time and precedence, engagements as a
+//! set), so the lead's fields, scores and stage come out the same either way; the stage
+//! *history* does not. So every input a lead receives is logged with its provider time, the
+//! clock it was qualified at, and what the mapping produced. When an input arrives late (an
+//! input that happened after it is already applied, or its own event is processed again by a
+//! replay), the lead is rebuilt: every input is applied again from nothing, in provider-time
+//! order (then event id).
+//!
+//! The clocks of the rebuild: inputs before the late one keep the clock they were qualified at,
+//! so that part of the history comes out as it was; the late input and everything after it are
+//! qualified at the current clock, as a process that had waited for the late input would have
+//! done. Recycles and sales decisions in the old history are not inputs: they are applied again
+//! at their own time, between the inputs (a recycle that no longer holds once the late input is
+//! counted does not happen, as it would not have).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::lead::{Engagement, LeadPatch};
+use crate::qualify::{apply_feedback, qualify, ChangeCause, Decision, LeadState, Rules};
+use crate::store::{EventId, LeadInput};
+
+/// What one event's mapping produced for one lead, as the input log keeps it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Items {
+    #[serde(default)]
+    pub patches: Vec<LeadPatch>,
+    #[serde(default)]
+    pub engagements: Vec<Engagement>,
+}
+
+impl Items {
+    pub fn encode(patches: &[LeadPatch], engagements: &[Engagement]) -> Result<String, String> {
+        serde_json::to_string(&Items {
+            patches: patches.to_vec(),
+            engagements: engagements.to_vec(),
+        })
+        .map_err(|e| format!("lead input does not serialise: {e}"))
+    }
+
+    fn decode(text: &str) -> Result<Items, String> {
+        serde_json::from_str(text).map_err(|e| format!("a logged lead input does not parse: {e}"))
+    }
+}
+
+/// The provider's time of one lead's input: its earliest patch or engagement, else `fallback`.
+pub fn occurred_at(
+    patches: &[LeadPatch],
+    engagements: &[Engagement],
+    fallback: DateTime<Utc>,
+) -> DateTime<Utc> {
+    patches
+        .iter()
+        .map(|p| p.at)
+        .chain(engagements.iter().map(|e| e.at))
+        .min()
+        .unwrap_or(fallback)
+}
+
+/// The lead rebuilt, and which earlier inputs now count as qualified at the current clock.
+pub struct Rebuilt {
+    /// The last step's decision, its flags (created, stage/score/fields changed) relative to the
+    /// stored state the rebuild replaces.
+    pub decision: Decision,
+    pub refolded: Vec<EventId>,
+}
+
+enum Kind {
+    Input(Items),
+    /// A periodic re-check (recycle rules): kept only if the stage moves.
+    Sweep,
+    /// Sales set this stage.
+    Feedback(String),
+}
+
+fn at_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Rebuilds a lead from its input log plus `current` (the late input) at clock `now`.
+/// `Ok(None)`: the log has inputs from before it kept them; the caller merges as usual.
+pub fn rebuild(
+    rules: &Rules,
+    prev: Option<&LeadState>,
+    log: Vec<LeadInput>,
+    current: &LeadInput,
+    now: DateTime<Utc>,
+) -> Result<Option<Rebuilt>, String> {
+    let late_key = (current.occurred_at_ms, current.event.0);
+    let mut inputs = Vec::with_capacity(log.len() + 1);
+    let mut refolded = Vec::new();
+    for l in log.iter().chain(std::iter::once(current)) {
+        let Some(text) = &l.items else {
+            return Ok(None);
+        };
+        let key = (l.occurred_at_ms, l.event.0);
+        // Before the late input: the clock it had. From it on: now.
+        let clock = if key < late_key {
+            at_ms(l.folded_at_ms)
+        } else {
+            if l.event != current.event {
+                refolded.push(l.event);
+            }
+            now
+        };
+        inputs.push((key, clock, Items::decode(text)?));
+    }
+    inputs.sort_by_key(|(key, _, _)| *key);
+    // Recycles and sales decisions, at their own time.
+    let mut others: Vec<(DateTime<Utc>, Kind)> = prev
+        .map(|p| {
+            p.history
+                .iter()
+                .filter_map(|h| match h.cause {
+                    ChangeCause::Recycle => Some((h.at, Kind::Sweep)),
+                    ChangeCause::Feedback => Some((h.at, Kind::Feedback(h.to.clone()))),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    others.sort_by_key(|(at, _)| *at);
+    let mut others = others.into_iter().peekable();
+    let mut steps: Vec<(DateTime<Utc>, Kind)> = Vec::new();
+    let mut running = DateTime::<Utc>::MIN_UTC;
+    for (_, clock, items) in inputs {
+        let clock = clock.max(running);
+        running = clock;
+        while let Some(other) = others.next_if(|(at, _)| *at < clock) {
+            steps.push(other);
+        }
+        steps.push((clock, Kind::Input(items)));
+    }
+    steps.extend(others);
+
+    let mut state: Option<LeadState> = None;
+    let mut last: Option<Decision> = None;
+    for (clock, kind) in steps {
+        let d = match (kind, &state) {
+            (Kind::Input(i), s) => qualify(rules, s.as_ref(), &i.patches, &i.engagements, clock)
+                .map_err(|e| e.to_string())?,
+            (Kind::Sweep, Some(s)) => match qualify(rules, Some(s), &[], &[], clock) {
+                Ok(d) if d.stage_changed => d,
+                _ => continue,
+            },
+            (Kind::Feedback(stage), Some(s)) => match apply_feedback(rules, s, &stage, clock) {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            (_, None) => continue,
+        };
+        state = Some(d.state.clone());
+        last = Some(d);
+    }
+    let Some(mut d) = last else {
+        return Err("a rebuild had no input to apply".into());
+    };
+    // Relative to what is stored: that is what the CRM and the metrics hear about.
+    let whole = |v: f64| v.round() as i64;
+    d.created = prev.is_none();
+    d.previous_stage = prev.map(|p| p.stage.clone());
+    d.stage_changed = prev.is_none_or(|p| p.stage != d.stage);
+    d.fields_changed = prev.is_none_or(|p| p.fields != d.state.fields);
+    d.score_changed = prev.is_none_or(|p| {
+        whole(p.fit_score) != d.fit_score || whole(p.engagement_score) != d.engagement_score
+    });
+    Ok(Some(Rebuilt {
+        decision: d,
+        refolded,
+    }))
+}
