@@ -11,19 +11,21 @@
 //! replay), the lead is rebuilt: every input is applied again from nothing, in provider-time
 //! order (then event id).
 //!
-//! The clocks of the rebuild: inputs before the late one keep the clock they were qualified at,
-//! so that part of the history comes out as it was; the late input and everything after it are
-//! qualified at the current clock, as a process that had waited for the late input would have
-//! done. Recycles and sales decisions in the old history are not inputs: they are applied again
-//! at their own time, between the inputs (a recycle that no longer holds once the late input is
-//! counted does not happen, as it would not have).
+//! The clocks of the rebuild: every input keeps the clock it was qualified at, and the late input
+//! takes the clock of the input it comes before (it would have been handled just before that
+//! one); an event processed again by a replay keeps its own. So the rebuild changes what the
+//! late input changes and nothing else: time-dependent rules (decay, recency, recycles) see the
+//! same times as before, and stage-change times stay where they were. Recycles and sales
+//! decisions in the old history are not inputs: they are applied again at their own time,
+//! between the inputs (a recycle that no longer holds once the late input is counted does not
+//! happen, as it would not have).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::lead::{Engagement, LeadPatch};
 use crate::qualify::{apply_feedback, qualify, ChangeCause, Decision, LeadState, Rules};
-use crate::store::{EventId, LeadInput};
+use crate::store::LeadInput;
 
 /// What one event's mapping produced for one lead, as the input log keeps it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,12 +64,13 @@ pub fn occurred_at(
         .unwrap_or(fallback)
 }
 
-/// The lead rebuilt, and which earlier inputs now count as qualified at the current clock.
+/// The lead rebuilt.
 pub struct Rebuilt {
     /// The last step's decision, its flags (created, stage/score/fields changed) relative to the
     /// stored state the rebuild replaces.
     pub decision: Decision,
-    pub refolded: Vec<EventId>,
+    /// The clock the late input was qualified at (Unix ms).
+    pub input_clock_ms: i64,
 }
 
 enum Kind {
@@ -82,7 +85,7 @@ fn at_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Rebuilds a lead from its input log plus `current` (the late input) at clock `now`.
+/// Rebuilds a lead from its input log plus `current` (the late input, arriving at `now`).
 /// `Ok(None)`: the log has inputs from before it kept them; the caller merges as usual.
 pub fn rebuild(
     rules: &Rules,
@@ -92,24 +95,30 @@ pub fn rebuild(
     now: DateTime<Utc>,
 ) -> Result<Option<Rebuilt>, String> {
     let late_key = (current.occurred_at_ms, current.event.0);
+    // Its own earlier clock (a replay), else the clock of the first input it comes before.
+    let own = log.iter().find(|l| l.event == current.event);
+    let next = log
+        .iter()
+        .filter(|l| l.event != current.event && (l.occurred_at_ms, l.event.0) > late_key)
+        .min_by_key(|l| (l.occurred_at_ms, l.event.0));
+    let input_clock_ms = own
+        .or(next)
+        .map_or(now.timestamp_millis(), |l| l.folded_at_ms);
     let mut inputs = Vec::with_capacity(log.len() + 1);
-    let mut refolded = Vec::new();
-    for l in log.iter().chain(std::iter::once(current)) {
+    for l in log.iter().filter(|l| l.event != current.event) {
         let Some(text) = &l.items else {
             return Ok(None);
         };
-        let key = (l.occurred_at_ms, l.event.0);
-        // Before the late input: the clock it had. From it on: now.
-        let clock = if key < late_key {
-            at_ms(l.folded_at_ms)
-        } else {
-            if l.event != current.event {
-                refolded.push(l.event);
-            }
-            now
-        };
-        inputs.push((key, clock, Items::decode(text)?));
+        inputs.push((
+            (l.occurred_at_ms, l.event.0),
+            at_ms(l.folded_at_ms),
+            Items::decode(text)?,
+        ));
     }
+    let Some(text) = &current.items else {
+        return Ok(None);
+    };
+    inputs.push((late_key, at_ms(input_clock_ms), Items::decode(text)?));
     inputs.sort_by_key(|(key, _, _)| *key);
     // Recycles and sales decisions, at their own time.
     let mut others: Vec<(DateTime<Utc>, Kind)> = prev
@@ -171,6 +180,6 @@ pub fn rebuild(
     });
     Ok(Some(Rebuilt {
         decision: d,
-        refolded,
+        input_clock_ms,
     }))
 }

@@ -488,8 +488,8 @@ impl LeadWork {
             }
             _ => None,
         };
-        let (d, refolded) = match rebuilt {
-            Some(r) => (r.decision, r.refolded),
+        let (d, input_clock_ms) = match rebuilt {
+            Some(r) => (r.decision, Some(r.input_clock_ms)),
             None => (
                 qualify(
                     rules,
@@ -499,7 +499,7 @@ impl LeadWork {
                     self.now,
                 )
                 .map_err(|e| e.to_string())?,
-                Vec::new(),
+                None,
             ),
         };
         if self.sweep && !d.stage_changed {
@@ -533,7 +533,7 @@ impl LeadWork {
             campaign: campaign_of(&self.patches),
             source: Some(self.source),
             update,
-            refolded,
+            input_clock_ms,
         }))
     }
 }

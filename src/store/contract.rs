@@ -138,7 +138,7 @@ fn step_at(
                 source: Some("typeform".into()),
                 campaign: None,
                 update: Some(update("pat@acme-corp.io", version)),
-                refolded: Vec::new(),
+                input_clock_ms: None,
             }))
         },
     );
@@ -509,10 +509,23 @@ async fn a_late_input_gets_the_leads_input_log_and_an_in_order_one_does_not(s: S
     // In provider-time order: no log needed.
     assert_eq!(apply(ids[1], 2_000).await, None);
     assert_eq!(apply(ids[2], 3_000).await, None);
-    // Happened before what is applied (stored later, or committed late): the log of the others.
+    // Happened before what is applied (stored later, or committed late): the lead's whole log.
     assert_eq!(apply(ids[0], 1_000).await, Some(vec![ids[1], ids[2]]));
+    // Its own event processed again (a replay): late too, its earlier input in the log.
+    s.store
+        .replay_events(ReplayFilter {
+            source: None,
+            since_ms: None,
+            include_processed: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        apply(ids[2], 3_000).await,
+        Some(vec![ids[0], ids[1], ids[2]])
+    );
     // Same time as the newest, higher id: in order.
     assert_eq!(apply(ids[3], 3_000).await, None);
     let (lead, events) = s.replica.lead("pat@acme-corp.io").await.unwrap().unwrap();
-    assert_eq!((lead.score, events.len()), (4, 4));
+    assert_eq!((lead.score, events.len()), (5, 4));
 }

@@ -149,9 +149,9 @@ pub struct LeadChange {
     pub campaign: Option<String>,
     /// The CRM snapshot to queue, if this change is one the CRM should hear about.
     pub update: Option<crate::outbox::CrmUpdate>,
-    /// Earlier inputs of this lead that were qualified again (a rebuild after a late event): they
-    /// now count as qualified at the current input's clock.
-    pub refolded: Vec<EventId>,
+    /// The clock the input being applied was qualified at, when it is not the step's own: a late
+    /// input takes the clock of the input it precedes (see `pipeline::fold`).
+    pub input_clock_ms: Option<i64>,
 }
 
 /// One event's contribution to one lead, as the lead's input log keeps it. The log lets a late
@@ -173,7 +173,7 @@ pub struct LeadInput {
 /// transaction, so updates to one lead are serialised. The `i64` is the version the new state
 /// gets, for the CRM snapshot. The log is given only when the input being applied is late (an
 /// input of this lead that happened after it, or the same event, is already applied): then it
-/// holds every other input of the lead, to rebuild from. `Ok(None)`: nothing to write.
+/// holds every logged input of the lead, to rebuild from. `Ok(None)`: nothing to write.
 pub type LeadFn = Box<
     dyn FnOnce(
             Option<&LeadRecord>,

@@ -396,6 +396,48 @@ async fn a_lead_gone_quiet_is_recycled_to_nurture_by_the_periodic_sweep() {
             .unwrap(),
         0
     );
+
+    // A late event from before the first one (a provider's retry) rebuilds the lead in
+    // provider-time order: the recycle happened after both and is applied again at its time, so
+    // the lead stays in nurture instead of jumping back to sql.
+    let mut early: Value = serde_json::from_slice(&fixture("typeform/form_response.json")).unwrap();
+    early["event_id"] = json!("early");
+    early["form_response"]["submitted_at"] = json!("2026-11-19T09:00:00Z");
+    store
+        .insert_event(NewEvent {
+            source: "typeform".into(),
+            dedupe_key: "early".into(),
+            received_at_ms: 0,
+            content_type: "application/json".into(),
+            body: serde_json::to_vec(&early).unwrap().into(),
+            payload: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pipeline
+            .step_at(t0 + chrono::Duration::days(202))
+            .await
+            .unwrap()
+            .processed,
+        1
+    );
+    let rec = stage(store.clone()).await;
+    assert_eq!(rec.stage, "nurture");
+    let state: leadgate::qualify::LeadState = serde_json::from_str(&rec.state).unwrap();
+    let path: Vec<(&str, String)> = state
+        .history
+        .iter()
+        .map(|h| (h.to.as_str(), h.at.to_rfc3339()))
+        .collect();
+    assert_eq!(
+        path,
+        vec![
+            ("sql", t0.to_rfc3339()),
+            ("nurture", (t0 + chrono::Duration::days(200)).to_rfc3339())
+        ],
+        "the rebuilt history keeps its times"
+    );
 }
 
 /// How the two events of [`history_after`] reach the pipeline.

@@ -108,19 +108,14 @@ pub async fn apply_lead(
         None => None,
     };
     let log = match input {
-        Some(i) if is_late(tx, email, i).await? => Some(inputs(tx, email, i.event).await?),
+        Some(i) if is_late(tx, email, i).await? => Some(inputs(tx, email).await?),
         _ => None,
     };
     let version = prev.as_ref().map(|p| p.version + 1).unwrap_or(1);
     let change = apply(prev.as_ref(), version, log).map_err(StoreError::Rejected)?;
     if let Some(i) = input {
-        log_input(
-            tx,
-            email,
-            i,
-            change.as_ref().map_or(&[][..], |c| &c.refolded),
-        )
-        .await?;
+        let clock = change.as_ref().and_then(|c| c.input_clock_ms);
+        log_input(tx, email, i, clock.unwrap_or(i.folded_at_ms)).await?;
     }
     let Some(change) = change else {
         return Ok(());
@@ -171,18 +166,15 @@ async fn is_late(
     .await?)
 }
 
-/// The lead's logged inputs other than `except`'s.
+/// The lead's logged inputs.
 async fn inputs(
     tx: &mut Transaction<'static, Postgres>,
     email: &Email,
-    except: EventId,
 ) -> Result<Vec<LeadInput>, StoreError> {
     let rows = sqlx::query(
-        "SELECT event_id, occurred_at, folded_at, items FROM lead_events
-          WHERE email = $1 AND event_id <> $2",
+        "SELECT event_id, occurred_at, folded_at, items FROM lead_events WHERE email = $1",
     )
     .bind(email.as_str())
-    .bind(except.0)
     .fetch_all(&mut **tx)
     .await?;
     rows.iter()
@@ -197,12 +189,12 @@ async fn inputs(
         .collect()
 }
 
-/// Logs `input` for the lead, and moves the inputs a rebuild qualified again to its clock.
+/// Logs `input` for the lead, qualified at `clock_ms`.
 async fn log_input(
     tx: &mut Transaction<'static, Postgres>,
     email: &Email,
     input: &LeadInput,
-    refolded: &[EventId],
+    clock_ms: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO lead_events (email, event_id, occurred_at, folded_at, items)
@@ -213,21 +205,10 @@ async fn log_input(
     .bind(email.as_str())
     .bind(input.event.0)
     .bind(input.occurred_at_ms)
-    .bind(input.folded_at_ms)
+    .bind(clock_ms)
     .bind(&input.items)
     .execute(&mut **tx)
     .await?;
-    if !refolded.is_empty() {
-        let ids: Vec<i64> = refolded.iter().map(|e| e.0).collect();
-        sqlx::query(
-            "UPDATE lead_events SET folded_at = $3 WHERE email = $1 AND event_id = ANY($2)",
-        )
-        .bind(email.as_str())
-        .bind(&ids)
-        .bind(input.folded_at_ms)
-        .execute(&mut **tx)
-        .await?;
-    }
     Ok(())
 }
 

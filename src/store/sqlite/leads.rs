@@ -91,18 +91,14 @@ pub fn apply_lead(
             .optional()?
     };
     let log = match input {
-        Some(i) if is_late(conn, email, i)? => Some(inputs(conn, email, i.event)?),
+        Some(i) if is_late(conn, email, i)? => Some(inputs(conn, email)?),
         _ => None,
     };
     let version = prev.as_ref().map(|p| p.version + 1).unwrap_or(1);
     let change = apply(prev.as_ref(), version, log).map_err(StoreError::Rejected)?;
     if let Some(i) = input {
-        log_input(
-            conn,
-            email,
-            i,
-            change.as_ref().map_or(&[][..], |c| &c.refolded),
-        )?;
+        let clock = change.as_ref().and_then(|c| c.input_clock_ms);
+        log_input(conn, email, i, clock.unwrap_or(i.folded_at_ms))?;
     }
     let Some(change) = change else {
         return Ok(());
@@ -149,14 +145,13 @@ fn is_late(conn: &Connection, email: &Email, input: &LeadInput) -> Result<bool, 
         )?)
 }
 
-/// The lead's logged inputs other than `except`'s.
-fn inputs(conn: &Connection, email: &Email, except: EventId) -> Result<Vec<LeadInput>, StoreError> {
+/// The lead's logged inputs.
+fn inputs(conn: &Connection, email: &Email) -> Result<Vec<LeadInput>, StoreError> {
     let mut st = conn.prepare_cached(
-        "SELECT event_id, occurred_at, folded_at, items FROM lead_events
-          WHERE email = ?1 AND event_id <> ?2",
+        "SELECT event_id, occurred_at, folded_at, items FROM lead_events WHERE email = ?1",
     )?;
     let rows = st
-        .query_map(params![email.as_str(), except.0], |r| {
+        .query_map(params![email.as_str()], |r| {
             Ok(LeadInput {
                 event: EventId(r.get(0)?),
                 occurred_at_ms: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
@@ -168,12 +163,12 @@ fn inputs(conn: &Connection, email: &Email, except: EventId) -> Result<Vec<LeadI
     Ok(rows)
 }
 
-/// Logs `input` for the lead, and moves the inputs a rebuild qualified again to its clock.
+/// Logs `input` for the lead, qualified at `clock_ms`.
 fn log_input(
     conn: &Connection,
     email: &Email,
     input: &LeadInput,
-    refolded: &[EventId],
+    clock_ms: i64,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO lead_events (email, event_id, occurred_at, folded_at, items)
@@ -185,15 +180,9 @@ fn log_input(
         email.as_str(),
         input.event.0,
         input.occurred_at_ms,
-        input.folded_at_ms,
+        clock_ms,
         input.items
     ])?;
-    let mut again = conn.prepare_cached(
-        "UPDATE lead_events SET folded_at = ?3 WHERE email = ?1 AND event_id = ?2",
-    )?;
-    for id in refolded {
-        again.execute(params![email.as_str(), id.0, input.folded_at_ms])?;
-    }
     Ok(())
 }
 
