@@ -62,8 +62,25 @@ pub fn metrics() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; then ours just stays empty.
         let _ = metrics::set_global_recorder(recorder);
+        describe_replica_metrics();
         handle
     })
+}
+
+/// `# HELP` for the series that tell replicas apart (README.md's metric table says the same).
+fn describe_replica_metrics() {
+    metrics::describe_gauge!(
+        "leadgate_delivery_leader",
+        "1 on the replica that holds the delivery lease (delivers), 0 on the others"
+    );
+    metrics::describe_gauge!(
+        "leadgate_config_info",
+        "1 for the rules and mappings this replica runs (0 for ones it ran before a reload)"
+    );
+    metrics::describe_counter!(
+        "leadgate_leads_rebuilt_total",
+        "leads re-applied in provider-time order after a late event (rebuilt), or merged because older inputs were not logged (merged)"
+    );
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -84,7 +84,8 @@ contract!(
     replay_and_queries_read_the_same_on_both_stores,
 );
 
-fn event(key: &str) -> NewEvent {
+/// A stored Typeform delivery with dedupe key `key`.
+pub(crate) fn event(key: &str) -> NewEvent {
     NewEvent {
         source: "typeform".into(),
         dedupe_key: key.into(),
@@ -152,6 +153,15 @@ fn step_at(
         },
         apply,
     }
+}
+
+/// The delivery lease for `hubspot`, held by the first store.
+async fn hold_lease(s: &Subject) -> Fence {
+    s.store
+        .acquire_lease("hubspot", "a", Duration::from_secs(15))
+        .await
+        .unwrap()
+        .expect("a free lease is granted")
 }
 
 fn count_up(email: &str, event: EventId) -> LeadStep {
@@ -362,12 +372,7 @@ async fn a_superseded_term_can_neither_claim_nor_record_nor_spend(s: Subject) {
 }
 
 async fn the_outbox_coalesces_and_delivers_the_newest_version(s: Subject) {
-    let fence = s
-        .store
-        .acquire_lease("hubspot", "a", Duration::from_secs(15))
-        .await
-        .unwrap()
-        .unwrap();
+    let fence = hold_lease(&s).await;
     s.store.enqueue_update(update("a@x.io", 2)).await.unwrap();
     s.replica.enqueue_update(update("a@x.io", 1)).await.unwrap();
     let got = s.store.claim_due(&fence, 10, now_ms()).await.unwrap();
@@ -406,12 +411,7 @@ async fn the_outbox_coalesces_and_delivers_the_newest_version(s: Subject) {
 }
 
 async fn dead_letters_are_requeued_once(s: Subject) {
-    let fence = s
-        .store
-        .acquire_lease("hubspot", "a", Duration::from_secs(15))
-        .await
-        .unwrap()
-        .unwrap();
+    let fence = hold_lease(&s).await;
     s.store.enqueue_update(update("a@x.io", 1)).await.unwrap();
     s.store.claim_due(&fence, 1, now_ms()).await.unwrap();
     let dead = RecordResult {

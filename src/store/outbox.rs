@@ -117,6 +117,26 @@ pub struct PendingUpdate {
     pub last_error: Option<String>,
 }
 
+/// An outbox payload as both stores keep it (JSON text).
+pub(crate) fn encode_update(update: &CrmUpdate) -> Result<String, super::StoreError> {
+    serde_json::to_string(update)
+        .map_err(|e| super::StoreError::Corrupt(format!("cannot encode an outbox update: {e}")))
+}
+
+pub(crate) fn decode_update(text: &str) -> Result<CrmUpdate, super::StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| super::StoreError::Corrupt(format!("unreadable outbox payload: {e}")))
+}
+
+/// The ids asked for (if any were) that are not among the dead letters found.
+pub(crate) fn not_found(ids: Option<&[i64]>, found: &[DeadLetter]) -> Vec<i64> {
+    ids.unwrap_or_default()
+        .iter()
+        .copied()
+        .filter(|id| !found.iter().any(|l| l.id == *id))
+        .collect()
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

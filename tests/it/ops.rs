@@ -501,6 +501,12 @@ pub(crate) fn load_email(i: usize) -> String {
 
 pub(crate) async fn post_load(client: &reqwest::Client, base: &str, i: usize) -> Option<u16> {
     let body = format!(r#"{{"event_id":"load-{i}","email":"{}"}}"#, load_email(i));
+    post_typeform(client, base, &body).await
+}
+
+/// POSTs `body` to `base`'s Typeform source signed with `tf-secret`; the status, or None when
+/// the connection was refused or dropped (the server has stopped listening).
+pub(crate) async fn post_typeform(client: &reqwest::Client, base: &str, body: &str) -> Option<u16> {
     let out = typeform_signed("tf-secret", body.as_bytes());
     let mut req = client
         .post(format!("{base}/webhooks/typeform"))
@@ -509,7 +515,6 @@ pub(crate) async fn post_load(client: &reqwest::Client, base: &str, i: usize) ->
     for (k, v) in &out.headers {
         req = req.header(k, v);
     }
-    // None: the connection was refused or dropped (the server has stopped listening).
     Some(req.send().await.ok()?.status().as_u16())
 }
 

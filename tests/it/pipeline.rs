@@ -307,27 +307,12 @@ async fn without_a_token_the_admin_api_is_off() {
 
 #[tokio::test]
 async fn a_lead_gone_quiet_is_recycled_to_nurture_by_the_periodic_sweep() {
-    use leadgate::pipeline::{Engine, Pipeline};
     use leadgate::store::{NewEvent, Store};
     let dir = tempfile::tempdir().unwrap();
-    let config = AppBuilder::new()
-        .toml(&typeform_source(&repo("mappings/typeform.toml")))
-        .env("TF", "tf-secret")
-        .config(dir.path());
     let store = std::sync::Arc::new(
         leadgate::store::sqlite::SqliteStore::open(&dir.path().join("data/leadgate.db")).unwrap(),
     );
-    let engine = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
-        Engine::load(&config).unwrap(),
-    ));
-    let pipeline = Pipeline::new(
-        store.clone(),
-        engine,
-        std::sync::Arc::new(config.crm.clone()),
-        config.pipeline.clone(),
-        Default::default(),
-        Default::default(),
-    );
+    let pipeline = typeform_pipeline(store.clone(), &dir);
     store
         .insert_event(NewEvent {
             source: "typeform".into(),
@@ -440,6 +425,29 @@ async fn a_lead_gone_quiet_is_recycled_to_nurture_by_the_periodic_sweep() {
     );
 }
 
+/// A pipeline over `store` with the shipped Typeform mapping and rules, driven by its steps.
+fn typeform_pipeline(
+    store: std::sync::Arc<dyn leadgate::store::Store>,
+    dir: &tempfile::TempDir,
+) -> leadgate::pipeline::Pipeline {
+    use leadgate::pipeline::{Engine, Pipeline};
+    let config = AppBuilder::new()
+        .toml(&typeform_source(&repo("mappings/typeform.toml")))
+        .env("TF", "tf-secret")
+        .config(dir.path());
+    let engine = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+        Engine::load(&config).unwrap(),
+    ));
+    Pipeline::new(
+        store,
+        engine,
+        std::sync::Arc::new(config.crm.clone()),
+        config.pipeline.clone(),
+        Default::default(),
+        Default::default(),
+    )
+}
+
 /// How the two events of [`history_after`] reach the pipeline.
 #[derive(Clone, Copy, PartialEq)]
 enum Arrival {
@@ -501,23 +509,8 @@ async fn history_after(
     dir: &tempfile::TempDir,
     arrival: Arrival,
 ) -> (String, History) {
-    use leadgate::pipeline::{Engine, Pipeline};
     use leadgate::store::NewEvent;
-    let config = AppBuilder::new()
-        .toml(&typeform_source(&repo("mappings/typeform.toml")))
-        .env("TF", "tf-secret")
-        .config(dir.path());
-    let engine = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
-        Engine::load(&config).unwrap(),
-    ));
-    let pipeline = Pipeline::new(
-        store.clone(),
-        engine,
-        std::sync::Arc::new(config.crm.clone()),
-        config.pipeline.clone(),
-        Default::default(),
-        Default::default(),
-    );
+    let pipeline = typeform_pipeline(store.clone(), dir);
     let full: Value = serde_json::from_slice(&fixture("typeform/form_response.json")).unwrap();
     let mut short = full.clone();
     short["event_id"] = json!("short-form");

@@ -27,7 +27,7 @@ use leadgate::store::postgres::PgStore;
 use sqlx::PgPool;
 use tempfile::TempDir;
 
-use crate::ops::{eventually, samples, typeform_signed, value};
+use crate::ops::{eventually, post_typeform, samples, typeform_signed, value};
 use crate::support::{AppBuilder, ChildApp};
 
 /// A lead per event; `company` and the provider's time come from the payload, so a lead's later
@@ -151,6 +151,10 @@ impl Cluster {
                     let m = samples(&text);
                     let v = value(&m, "leadgate_delivery_leader", &[("crm", "hubspot")]);
                     assert!(v.is_some(), "replica {r} exports leadgate_delivery_leader");
+                    assert!(
+                        text.contains("# HELP leadgate_delivery_leader "),
+                        "replica {r} describes leadgate_delivery_leader"
+                    );
                     if v == Some(1.0) {
                         leaders.push(r);
                     }
@@ -222,15 +226,7 @@ async fn post(
 ) -> Option<u16> {
     let body = serde_json::json!({"event_id": id, "email": email(i), "company": company, "at": at})
         .to_string();
-    let out = typeform_signed("tf-secret", body.as_bytes());
-    let mut req = client
-        .post(format!("{base}/webhooks/typeform"))
-        .header("content-type", "application/json")
-        .body(out.body.clone());
-    for (k, v) in &out.headers {
-        req = req.header(k, v);
-    }
-    Some(req.send().await.ok()?.status().as_u16())
+    post_typeform(client, base, &body).await
 }
 
 /// What a round of webhooks acknowledged: event ids, and the leads they created.

@@ -25,15 +25,7 @@ use crate::store::{Fence, StoreError, Token};
 
 type Tx = Transaction<'static, Postgres>;
 
-fn to_json(update: &CrmUpdate) -> Result<String, StoreError> {
-    serde_json::to_string(update)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode an outbox update: {e}")))
-}
-
-fn from_json(text: &str) -> Result<CrmUpdate, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("unreadable outbox payload: {e}")))
-}
+use crate::store::outbox::{decode_update as from_json, encode_update as to_json};
 
 // ---- the lease and the quota
 
@@ -439,14 +431,10 @@ pub async fn requeue_dead_letters(
         .await?;
         dead_letters(pool, Some(&rows)).await?
     };
-    let mut out = Requeued::default();
-    if let Some(ids) = ids {
-        out.not_found = ids
-            .iter()
-            .copied()
-            .filter(|id| !letters.iter().any(|l| l.id == *id))
-            .collect();
-    }
+    let mut out = Requeued {
+        not_found: crate::store::outbox::not_found(ids, &letters),
+        ..Requeued::default()
+    };
     for l in &letters {
         let pending: Option<i64> =
             sqlx::query_scalar("SELECT version FROM outbox WHERE email = $1 FOR UPDATE")

@@ -363,17 +363,7 @@ pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(key: &str) -> NewEvent {
-        NewEvent {
-            source: "typeform".into(),
-            dedupe_key: key.into(),
-            received_at_ms: 1_700_000_000_000,
-            content_type: "application/json".into(),
-            body: bytes::Bytes::from_static(br#"{"event_id":"e"}"#),
-            payload: None,
-        }
-    }
+    use crate::store::contract::event;
 
     #[tokio::test]
     async fn a_repeated_dedupe_key_is_reported_as_a_duplicate_of_the_first_row() {

@@ -65,15 +65,7 @@ fn check_fence(conn: &Connection, fence: &Fence) -> Result<(), StoreError> {
     }
 }
 
-fn to_json(update: &CrmUpdate) -> Result<String, StoreError> {
-    serde_json::to_string(update)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode an outbox update: {e}")))
-}
-
-fn from_json(text: &str) -> Result<CrmUpdate, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("unreadable outbox payload: {e}")))
-}
+use crate::store::outbox::{decode_update as from_json, encode_update as to_json};
 
 /// Queues `update` for delivery, coalescing with the lead's pending update. Call it inside the
 /// transaction that stored the lead state the snapshot was taken from.
@@ -351,14 +343,10 @@ pub fn requeue_dead_letters(
     now_ms: i64,
 ) -> Result<Requeued, StoreError> {
     let letters = dead_letters(conn, ids)?;
-    let mut out = Requeued::default();
-    if let Some(ids) = ids {
-        out.not_found = ids
-            .iter()
-            .copied()
-            .filter(|id| !letters.iter().any(|l| l.id == *id))
-            .collect();
-    }
+    let mut out = Requeued {
+        not_found: crate::store::outbox::not_found(ids, &letters),
+        ..Requeued::default()
+    };
     for l in &letters {
         let pending: Option<(i64, Option<i64>)> = conn
             .prepare_cached("SELECT version, inflight_version FROM outbox WHERE email = ?1")?
