@@ -71,6 +71,8 @@ fn builder(dir: &Path, fake: &FakeHubSpot, url: &str, replica: usize) -> AppBuil
         .toml("[crm.retry]\nmax_attempts = 100000\nmax_age_secs = 86400\nbase_backoff_ms = 100\nmax_backoff_secs = 1\n")
         .env("TF", "tf-secret")
         .env("HS", &token(replica))
+        // The lease holder's name starts with it, so tests can tell who holds the lease.
+        .env("HOSTNAME", &format!("replica-{replica}"))
         .env("LEADGATE_CRM__LEASE_TTL_SECS", LEASE_SECS)
 }
 
@@ -101,18 +103,15 @@ impl Cluster {
             c.dirs.push(tempfile::tempdir().unwrap());
             c.apps.push(None);
         }
-        let handles: Vec<_> = (0..replicas)
-            .map(|r| {
-                let b = builder(c.dirs[r].path(), &c.fake, &c.db.url, r);
-                let dir = c.dirs[r].path().to_path_buf();
-                std::thread::spawn(move || {
-                    b.log_level("info")
-                        .spawn_process_logged(&dir, &dir.join("log"))
-                })
-            })
-            .collect();
-        for (r, h) in handles.into_iter().enumerate() {
-            c.apps[r] = Some(h.join().expect("replica starts"));
+        // One after the other: free ports are picked by binding and releasing, and replicas
+        // starting at once could pick the same one.
+        for r in 0..replicas {
+            let b = builder(c.dirs[r].path(), &c.fake, &c.db.url, r);
+            let dir = c.dirs[r].path().to_path_buf();
+            c.apps[r] = Some(
+                b.log_level("info")
+                    .spawn_process_logged(&dir, &dir.join("log")),
+            );
         }
         Some(c)
     }
@@ -131,11 +130,27 @@ impl Cluster {
     }
 
     /// The replica whose `leadgate_delivery_leader{crm="hubspot"}` is 1, once exactly one is.
+    /// The replica holding the unexpired delivery lease (holders are named after the replica's
+    /// HOSTNAME), once its gauge says 1 and every other running replica's says 0.
     async fn leader(&self) -> usize {
         eventually(
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             "exactly one delivering replica",
             || async {
+                let holder: Option<String> = sqlx::query_scalar(
+                    "SELECT holder FROM delivery_lease
+                      WHERE account = 'hubspot' AND expires_at > clock_timestamp()",
+                )
+                .fetch_optional(&self.pool)
+                .await
+                .unwrap();
+                let holder = holder?;
+                let by_lease: usize = holder
+                    .strip_prefix("replica-")?
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()?;
                 let mut leaders = Vec::new();
                 for (r, app) in self.apps.iter().enumerate() {
                     let Some(app) = app else { continue };
@@ -159,7 +174,7 @@ impl Cluster {
                         leaders.push(r);
                     }
                 }
-                (leaders.len() == 1).then(|| leaders[0])
+                (leaders == [by_lease]).then_some(by_lease)
             },
         )
         .await
@@ -463,7 +478,7 @@ async fn a_deliverer_stopped_past_its_lease_sends_nothing_after_it_continues() {
     c.app(leader).signal("STOP");
     let stopped = token(leader);
     // Past the lease: the other replica takes over (a new holder and term) and delivers.
-    let taken = eventually(Duration::from_secs(30), "a takeover", || async {
+    let taken = eventually(Duration::from_secs(60), "a takeover", || async {
         let now = lease(c.pool.clone()).await;
         (now.0 != before.0 && now.1 > before.1).then_some(now)
     })
