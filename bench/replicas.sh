@@ -39,6 +39,7 @@ start() {
   cat > "$dir/leadgate.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:$port"
 public_url = "http://127.0.0.1:$port"
 [store]
 url = "$2"

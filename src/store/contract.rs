@@ -200,6 +200,24 @@ async fn a_repeated_event_is_stored_once_even_when_sent_concurrently(s: Subject)
     );
     let first = s.store.insert_event(event("k0")).await.unwrap();
     assert_eq!(first, Inserted::Duplicate(ids[&0]));
+    // The same key twice through one store at once (one group insert on PostgreSQL): one new.
+    let burst: Vec<_> = (0..60)
+        .map(|i| {
+            let st = Arc::clone(&s.store);
+            tokio::spawn(async move { st.insert_event(event(&format!("d{}", i / 2))).await })
+        })
+        .collect();
+    let mut fresh = 0;
+    for t in burst {
+        if let Inserted::New(_) = t.await.unwrap().unwrap() {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 30);
+    assert_eq!(
+        s.store.count_events(EventStatus::Received).await.unwrap(),
+        130
+    );
     let stored = s.replica.event(first.id()).await.unwrap().unwrap();
     assert_eq!(&stored.body[..], br#"{"event_id":"e"}"#);
 }

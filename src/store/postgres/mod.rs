@@ -1,18 +1,20 @@
 //! The shared store: PostgreSQL, for several leadgate replicas on one database.
 //!
 //! Everything is coordinated by the database, in short transactions (research/postgres.md):
-//! - ingest: `INSERT ... ON CONFLICT DO NOTHING` on `(source, dedupe_key)`, committed with
-//!   `synchronous_commit = on` before the 2xx; the same event sent to two replicas at once is
-//!   stored once (the second insert waits for the first and then sees the conflict);
+//! - ingest: `INSERT ... ON CONFLICT DO NOTHING` on `(source, dedupe_key)`, concurrent webhooks
+//!   gathered into one statement ([`ingest`]), committed with `synchronous_commit = on` before
+//!   the 2xx; the same event sent to two replicas at once is stored once (the second insert
+//!   waits for the first and then sees the conflict);
 //! - processing: one transaction per event takes the event row `FOR UPDATE SKIP LOCKED` (a
 //!   replica that finds it taken moves on) and a transaction-scoped advisory lock per lead, so
 //!   one lead's updates are serialised across replicas; a replica that dies mid-step leaves an
 //!   aborted transaction behind and nothing else;
 //! - delivery: the lease and quota bucket in [`outbox`], fenced by the lease's term.
 //!
-//! The pool's own group commit replaces SQLite's writer thread: concurrent commits share WAL
-//! flushes in the server.
+//! Gathering inserts plays the part of SQLite's writer thread, without serialising everything
+//! else: processing and delivery run their own transactions on the pool.
 
+mod ingest;
 mod leads;
 mod migrate;
 mod outbox;
@@ -41,6 +43,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct PgStore {
     pool: PgPool,
+    inserter: ingest::Inserter,
     /// `postgres://host:port/database`, for messages: never the user or password.
     name: String,
 }
@@ -107,7 +110,11 @@ impl PgStore {
             .await
             .map_err(|e| open_err(redact(&e.to_string(), url)))?;
         migrate::run(&pool).await.map_err(open_err)?;
-        Ok(PgStore { pool, name })
+        Ok(PgStore {
+            inserter: ingest::Inserter::start(pool.clone()),
+            pool,
+            name,
+        })
     }
 
     /// Runs the migrations only (`leadgate migrate`); returns how many ran.
@@ -175,32 +182,7 @@ pub(crate) fn event_from_row(r: &PgRow) -> Result<StoredEvent, StoreError> {
 #[async_trait]
 impl Store for PgStore {
     async fn insert_event(&self, e: NewEvent) -> Result<Inserted, StoreError> {
-        let new: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO events (source, dedupe_key, received_at, content_type, body, payload)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (source, dedupe_key) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&e.source)
-        .bind(&e.dedupe_key)
-        .bind(e.received_at_ms)
-        .bind(&e.content_type)
-        .bind(&e.body[..])
-        .bind(&e.payload)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(id) = new {
-            return Ok(Inserted::New(EventId(id)));
-        }
-        // The conflicting row is committed (ON CONFLICT waited for its transaction), so a fresh
-        // statement sees it.
-        let id: i64 =
-            sqlx::query_scalar("SELECT id FROM events WHERE source = $1 AND dedupe_key = $2")
-                .bind(&e.source)
-                .bind(&e.dedupe_key)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Inserted::Duplicate(EventId(id)))
+        self.inserter.insert(e).await
     }
 
     async fn event(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
