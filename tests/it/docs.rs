@@ -172,3 +172,43 @@ fn every_settings_example_in_the_readme_loads() {
         );
     }
 }
+
+/// The shipped rules files are read as documentation too: what they say the CRM gets on a
+/// backward move (a recycle) must be what the delivery worker does and README.md says: a lower
+/// stage is withheld, the rest of the record is still sent.
+#[test]
+fn the_shipped_rules_files_say_a_lower_stage_is_withheld_from_the_crm() {
+    const RULE: &str = "a lower stage is withheld";
+    assert!(readme().contains(RULE), "README.md no longer says {RULE:?}");
+    let asks_backwards =
+        regex::Regex::new(r"(?i)\basks?\b[^.;:]*\b(back|backwards|recycle)\b").unwrap();
+    let mut files = vec![root().join("rules.toml")];
+    for entry in std::fs::read_dir(root().join("rules")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "toml"))
+    {
+        let text = std::fs::read_to_string(file).unwrap();
+        // Comments only, joined so a sentence can span lines.
+        let comments: String = text
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix('#'))
+            .map(|l| format!("{} ", l.trim()))
+            .collect();
+        assert!(
+            !asks_backwards.is_match(&comments),
+            "{} says leadgate asks the CRM to move a stage back: {:?}",
+            file.display(),
+            asks_backwards.find(&comments).map(|m| m.as_str())
+        );
+        if text.contains("[[recycle]]") {
+            assert!(
+                comments.contains(RULE),
+                "{} has recycle rules but does not say {RULE:?}",
+                file.display()
+            );
+        }
+    }
+}
