@@ -32,14 +32,15 @@ pub struct Args {
 }
 
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(config)?;
-    let source = config.source(&args.source).with_context(|| {
+    // A dry run verifies and sends nothing, so it needs no secrets.
+    let config = super::load_config_without_secrets(config)?;
+    let (mapping, limits) = config.source_mapping(&args.source).with_context(|| {
         format!(
-            "{}: sources: no source named {:?} (is its secret variable set?)",
+            "{}: sources: no source named {:?}",
             config.origin, args.source
         )
     })?;
-    let mapping = source.mapping.as_deref().with_context(|| {
+    let mapping = mapping.with_context(|| {
         format!(
             "{}: source {:?} has no mapping; add mapping = \"mappings/<file>.toml\" to it",
             config.origin, args.source
@@ -62,7 +63,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             )
         })?,
     };
-    let value = decode::decode(Some(&content_type), &body, &source.decode)
+    let value = decode::decode(Some(&content_type), &body, limits)
         .with_context(|| {
             format!(
                 "{}: does not decode as {content_type}",

@@ -49,25 +49,46 @@ async fn send_signs_a_payload_like_the_provider_and_the_service_accepts_it() {
 fn check_names_the_file_key_and_reason_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
+    // A mistake in the file is an error even where the source's secret is not set...
     std::fs::write(
         &cfg,
-        "[[sources]]\nname = \"tf\"\nscheme = \"typeform\"\nsecret_env = \"NOT_SET_ANYWHERE\"\n",
+        "[[sources]]\nname = \"tf\"\nscheme = \"typeform\"\nsecret_env = \"NOT_SET_ANYWHERE\"\nbody_limit_bytes = 0\n",
     )
     .unwrap();
-    let out = leadgate()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check")
-        .env_remove("NOT_SET_ANYWHERE")
-        .output()
-        .unwrap();
+    let check = |cfg: &std::path::Path| {
+        leadgate()
+            .arg("--config")
+            .arg(cfg)
+            .arg("check")
+            .env_remove("NOT_SET_ANYWHERE")
+            .output()
+            .unwrap()
+    };
+    let out = check(&cfg);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(
-            "bad.toml: sources[0].secret_env: environment variable NOT_SET_ANYWHERE is not set"
-        ),
+        err.contains("bad.toml: sources[0].body_limit_bytes: must be at least 1"),
         "{err}"
+    );
+
+    // ...while the unset secret itself is the environment's business: a warning naming it.
+    let unset = dir.path().join("unset.toml");
+    std::fs::write(
+        &unset,
+        "[[sources]]\nname = \"tf\"\nscheme = \"typeform\"\nsecret_env = \"NOT_SET_ANYWHERE\"\n",
+    )
+    .unwrap();
+    let out = check(&unset);
+    assert_eq!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(
+            "warning: {path}: sources[0].secret_env: environment variable NOT_SET_ANYWHERE is not set (source \"tf\"); `leadgate serve` refuses to start without it"
+                .replace("{path}", &unset.display().to_string())
+                .as_str()
+        ),
+        "{said}"
     );
 
     let ok = dir.path().join("ok.toml");
