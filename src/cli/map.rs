@@ -1,9 +1,10 @@
 //! `leadgate map --source S --payload F`: a dry run of one event through the pipeline. The
 //! payload file is decoded as ingest decodes that source's bodies, mapped with the source's
 //! mapping, qualified against the rules as a new lead, and printed as JSON:
-//! `{"source", "mapped": {"leads", "engagements"}, "qualification": [...], "crm": {"requests"}}`
-//! where `crm.requests` are the exact requests the configured connector would send (credentials
-//! redacted). Nothing is stored or sent. An event that cannot be mapped prints `"mapped": null`
+//! `{"source", "mapped": {"leads", "engagements"}, "qualification": [...], "crm": {"connector",
+//! "requests", "withheld"}}` where `crm.requests` are the exact requests the configured connector
+//! would send (credentials redacted) and `crm.withheld` says, per lead, why nothing is sent for it
+//! (`disqualified (...)`, or no change `queue_on` sends). Nothing is stored or sent. An event that cannot be mapped prints `"mapped": null`
 //! and the reason, and exits 1.
 
 use std::io::Write;
@@ -81,9 +82,14 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         Ok(mapped) => {
             let mut decisions = Vec::new();
             let mut updates = Vec::new();
+            let mut withheld = Vec::new();
             for (email, (patches, engagements)) in by_lead(mapped.clone()) {
                 let d = qualify(&rules, None, &patches, &engagements, now)?;
-                updates.extend(crm_update_for(&d, &rules, &config.crm, 1));
+                // A new lead: the CRM has never heard of it.
+                match crm_update_for(&d, &rules, &config.crm, 1, false) {
+                    Ok(update) => updates.push(update),
+                    Err(why) => withheld.push(json!({ "email": email, "reason": why.to_string() })),
+                }
                 decisions.push(json!({ "email": email, "decision": d }));
             }
             let requests = preview(&config.crm, &updates)?;
@@ -92,7 +98,11 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
                     "source": args.source,
                     "mapped": mapped,
                     "qualification": decisions,
-                    "crm": { "connector": config.crm.target.as_str(), "requests": requests },
+                    "crm": {
+                        "connector": config.crm.target.as_str(),
+                        "requests": requests,
+                        "withheld": withheld,
+                    },
                 }),
                 ExitCode::SUCCESS,
             )
