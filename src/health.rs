@@ -1,5 +1,5 @@
 //! Probes: `GET /healthz` (the process answers) and `GET /readyz` (config loaded, store writable,
-//! not draining). Readiness turns false as soon as shutdown starts, so load balancers stop
+//! not draining), and `GET /metrics`, whose queue gauges are read from the store when scraped. Readiness turns false as soon as shutdown starts, so load balancers stop
 //! routing before the listener closes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,11 @@ pub struct Health {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(crate::telemetry::render_metrics));
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn metrics(health: web::Data<Health>) -> HttpResponse {
+    crate::telemetry::render_metrics(health.store.as_ref()).await
 }
 
 async fn healthz() -> HttpResponse {

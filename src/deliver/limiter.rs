@@ -22,6 +22,13 @@ pub enum PauseReason {
 }
 
 impl PauseReason {
+    /// Every reason (metrics register each at 0).
+    pub const ALL: [PauseReason; 3] = [
+        PauseReason::RateLimited,
+        PauseReason::DailyLimit,
+        PauseReason::Auth,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PauseReason::RateLimited => "rate_limited",

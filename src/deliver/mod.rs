@@ -24,7 +24,7 @@ use self::limiter::{Limiter, Pause};
 use self::retry::{Failure, RetryPolicy};
 use crate::config::CrmConfig;
 use crate::store::outbox::now_ms;
-use crate::store::{OutboxDepth, Outcome, RecordResult, Store, StoreError};
+use crate::store::{Outcome, RecordResult, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -133,7 +133,7 @@ impl Worker {
         }
         let claimed = self.store.claim_due(self.batch_size, now_ms()).await?;
         if claimed.is_empty() {
-            let depth = self.report_depth().await?;
+            let depth = self.store.outbox_depth().await?;
             let next_due_in = depth
                 .next_due_at_ms
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
@@ -227,10 +227,6 @@ impl Worker {
         report.superseded = recorded.superseded;
         metrics::histogram!("leadgate_crm_batch_seconds", "crm" => crm)
             .record(started.elapsed().as_secs_f64());
-        // Also after every batch, not only when idle: under a backlog is when depth matters.
-        if let Err(e) = self.report_depth().await {
-            tracing::warn!(error = %e, "cannot read the outbox depth");
-        }
         if report.dead > 0 {
             tracing::warn!(
                 crm,
@@ -249,15 +245,6 @@ impl Worker {
             "delivery batch done"
         );
         Ok(StepOutcome::Sent(report))
-    }
-
-    /// Reads the outbox depth and sets the depth gauges.
-    async fn report_depth(&self) -> Result<OutboxDepth, StoreError> {
-        let depth = self.store.outbox_depth().await?;
-        metrics::gauge!("leadgate_outbox_pending").set(depth.pending as f64);
-        metrics::gauge!("leadgate_outbox_in_flight").set(depth.in_flight as f64);
-        metrics::gauge!("leadgate_dead_letters").set(depth.dead_letters as f64);
-        Ok(depth)
     }
 
     /// Steps until `cancel` fires; a batch in progress is finished and recorded first.

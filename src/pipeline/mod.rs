@@ -20,9 +20,7 @@ use crate::config::{CrmConfig, PipelineSettings};
 use crate::lead::{Email, Engagement, LeadPatch, Mapped};
 use crate::outbox::CrmUpdate;
 use crate::qualify::{qualify, Decision, LeadState, Rules};
-use crate::store::{
-    EventStatus, LeadChange, LeadFn, LeadRecord, Processed, Store, StoreError, StoredEvent,
-};
+use crate::store::{LeadChange, LeadFn, LeadRecord, Processed, Store, StoreError, StoredEvent};
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,13 +85,7 @@ impl Pipeline {
             .pending_events(None, self.settings.batch_size)
             .await?;
         if events.is_empty() {
-            metrics::gauge!("leadgate_inbox_pending").set(0.0);
             return Ok(Step::default());
-        }
-        if events.len() == self.settings.batch_size {
-            // A backlog: say how deep (one indexed count per full batch).
-            let waiting = self.store.count_events(EventStatus::Received).await?;
-            metrics::gauge!("leadgate_inbox_pending").set(waiting as f64);
         }
         // One engine for the whole batch: a reload never mixes mappings or rules within an event.
         let engine = self.engine.load_full();

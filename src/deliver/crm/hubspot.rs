@@ -90,6 +90,12 @@ impl HubSpot {
             },
             _ => Token::None,
         };
+        if !matches!(token, Token::None) {
+            // A series that only moves on a rare event exists from the start, so increase()
+            // sees its first event (previews, which send nothing, leave it alone).
+            metrics::counter!("leadgate_crm_stage_kept_by_crm_total", "crm" => "hubspot")
+                .increment(0);
+        }
         Self {
             http,
             base: config.base_url.clone(),
