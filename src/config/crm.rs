@@ -208,6 +208,9 @@ pub struct CrmConfig {
     /// API base (or, for `webhook`, the URL posted to), without a trailing slash.
     pub base_url: String,
     pub auth: CrmAuth,
+    /// The variables holding the credentials, as `VAR (crm.key)` (names, never values), for
+    /// the message an operator sees when the CRM refuses them.
+    pub credentials: String,
     pub rate_limit: RateLimit,
     /// Pipedrive's person search has its own, lower limit.
     pub search_rate_limit: RateLimit,
@@ -309,11 +312,14 @@ struct Secrets<'a> {
     kind: CrmKind,
     unset: UnsetSecrets,
     warnings: &'a mut Vec<String>,
+    /// `VAR (crm.key)` for each variable read, for messages about refused credentials.
+    named: Vec<String>,
 }
 
 impl Secrets<'_> {
     /// The secret in `var` (named by `key`); `None` when it is unset and that is only a warning.
     fn get(&mut self, key: &str, var: &str) -> Result<Option<Secret>, KeyError> {
+        self.named.push(format!("{var} (crm.{key})"));
         if let Some(v) = self.env.get(var).filter(|v| !v.is_empty()) {
             return Ok(Some(Secret::new(v.clone())));
         }
@@ -398,6 +404,7 @@ pub(super) fn parse(
         kind,
         unset,
         warnings,
+        named: Vec::new(),
     };
     // Any credential left unset (only possible while checking) means no credentials at all.
     let auth = match kind {
@@ -567,6 +574,7 @@ pub(super) fn parse(
         target,
         base_url,
         auth,
+        credentials: secrets.named.join(", "),
         rate_limit,
         search_rate_limit,
         batch_size,

@@ -225,6 +225,10 @@ impl Worker {
         report.retried = recorded.retried;
         report.dead = recorded.dead;
         report.superseded = recorded.superseded;
+        if report.delivered > 0 {
+            // Records went through, so the credentials work (again).
+            self.limiter.credentials_accepted(crm);
+        }
         metrics::histogram!("leadgate_crm_batch_seconds", "crm" => crm)
             .record(started.elapsed().as_secs_f64());
         if report.dead > 0 {

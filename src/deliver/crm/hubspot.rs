@@ -24,8 +24,6 @@ use crate::lead::FieldName;
 const UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
 /// HubSpot locks a contact for 2 s under high-volume writes (423).
 const LOCK_WAIT: Duration = Duration::from_secs(2);
-/// How long to hold off after HubSpot refuses the credentials.
-const AUTH_PAUSE: Duration = Duration::from_secs(60);
 /// The rolling window HubSpot documents, when its header is missing.
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -70,6 +68,8 @@ pub struct HubSpot {
     reason_property: Option<String>,
     batch_size: usize,
     daily_reserve_percent: u8,
+    /// The credentials' variables, for the refused-credentials alarm.
+    credentials: String,
 }
 
 impl HubSpot {
@@ -105,6 +105,7 @@ impl HubSpot {
             reason_property: config.reason_property.clone(),
             batch_size: config.batch_size,
             daily_reserve_percent: config.daily_reserve_percent,
+            credentials: config.credentials.clone(),
         }
     }
 
@@ -198,7 +199,14 @@ impl HubSpot {
                         "hubspot: token refresh answered {s}"
                     ))),
                     (s, _) => {
-                        self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+                        self.http.limiter.credentials_refused(
+                            "hubspot",
+                            s,
+                            &format!(
+                                "the OAuth token refresh was refused; check the app's client id, secret and refresh token in {}, then restart",
+                                self.credentials
+                            ),
+                        );
                         Err(Failure::Paused(format!(
                             "hubspot: token refresh refused ({s}): {}",
                             message(&a.body)
@@ -288,7 +296,14 @@ impl HubSpot {
                 }
                 401 | 403 => {
                     self.forget_token().await;
-                    self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+                    self.http.limiter.credentials_refused(
+                        "hubspot",
+                        a.status,
+                        &format!(
+                            "set {} to a valid private-app token or Service Key with the crm.objects.contacts.read and crm.objects.contacts.write scopes (a revoked or rotated token is refused), then restart; delivery is retried every minute meanwhile",
+                            self.credentials
+                        ),
+                    );
                     all(Failure::Paused(format!(
                         "hubspot {}: {}",
                         a.status,

@@ -27,7 +27,6 @@ use crate::deliver::retry::{retry_after, until_next_utc_midnight, Failure};
 use crate::ingest::verify::Secret;
 use crate::lead::FieldName;
 
-const AUTH_PAUSE: Duration = Duration::from_secs(60);
 /// Pipedrive's burst window.
 const WINDOW: Duration = Duration::from_secs(2);
 
@@ -46,6 +45,8 @@ pub struct Pipedrive {
     daily_reserve_percent: u8,
     /// Lower-cased label name -> label id, fetched once.
     labels: tokio::sync::Mutex<Option<HashMap<String, String>>>,
+    /// The credentials' variables, for the refused-credentials alarm.
+    credentials: String,
 }
 
 /// A request outcome inside one record's steps.
@@ -65,6 +66,7 @@ impl Pipedrive {
             batch_size: config.batch_size,
             daily_reserve_percent: config.daily_reserve_percent,
             labels: tokio::sync::Mutex::new(None),
+            credentials: config.credentials.clone(),
         }
     }
 
@@ -189,7 +191,14 @@ impl Pipedrive {
             )));
         }
         if a.status == 401 || a.status == 403 {
-            self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+            self.http.limiter.credentials_refused(
+                "pipedrive",
+                a.status,
+                &format!(
+                    "set {} to a valid API token (Personal preferences > API; tokens are per user and company), then restart; delivery is retried every minute meanwhile",
+                    self.credentials
+                ),
+            );
             return Err(Failure::Paused(format!(
                 "pipedrive {}: {}",
                 a.status,

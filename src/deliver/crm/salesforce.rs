@@ -22,7 +22,6 @@ use crate::deliver::retry::Failure;
 use crate::ingest::verify::Secret;
 use crate::lead::FieldName;
 
-const AUTH_PAUSE: Duration = Duration::from_secs(60);
 /// `ConcurrentRequests` limit: long-running requests elsewhere in the org; short wait.
 const CONCURRENCY_PAUSE: Duration = Duration::from_secs(10);
 
@@ -59,6 +58,8 @@ pub struct Salesforce {
     daily_reserve_percent: u8,
     daily_pause: Duration,
     session: tokio::sync::Mutex<Option<Session>>,
+    /// The credentials' variables, for the refused-credentials alarm.
+    credentials: String,
 }
 
 impl Salesforce {
@@ -93,6 +94,7 @@ impl Salesforce {
             daily_reserve_percent: config.daily_reserve_percent,
             daily_pause: config.daily_pause,
             session: tokio::sync::Mutex::new(None),
+            credentials: config.credentials.clone(),
         }
     }
 
@@ -197,7 +199,9 @@ impl Salesforce {
                     .or_else(|| a.body.get("error"))
                     .and_then(Value::as_str)
                     .unwrap_or("no reason given");
-                self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+                self.http
+                    .limiter
+                    .credentials_refused("salesforce", s, &self.fix_credentials());
                 Err(Failure::Paused(format!(
                     "salesforce: token request refused ({s}): {why}"
                 )))
@@ -237,6 +241,14 @@ impl Salesforce {
         }
     }
 
+    /// What the operator fixes when Salesforce refuses the credentials.
+    fn fix_credentials(&self) -> String {
+        format!(
+            "check the connected app's consumer key and secret in {} (client credentials flow enabled, a run-as user allowed to edit Leads), then restart; delivery is retried every minute meanwhile",
+            self.credentials
+        )
+    }
+
     fn whole_request_failure(&self, a: &Answer) -> Failure {
         let errors = errors_text(&a.body, "errorCode");
         let code = first_code(&a.body, "errorCode");
@@ -262,7 +274,11 @@ impl Salesforce {
                 Failure::Paused(format!("salesforce {}: {errors}", a.status))
             }
             (401 | 403, _) => {
-                self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+                self.http.limiter.credentials_refused(
+                    "salesforce",
+                    a.status,
+                    &self.fix_credentials(),
+                );
                 Failure::Paused(format!("salesforce {}: {errors}", a.status))
             }
             (s, _) if s >= 500 || s == 408 => {

@@ -23,6 +23,8 @@ pub struct Webhook {
     url: String,
     signer: Option<Arc<dyn Verifier>>,
     batch_size: usize,
+    /// The signing secret's variable, for the refused-credentials alarm.
+    credentials: String,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -51,6 +53,7 @@ impl Webhook {
             url: config.base_url.clone(),
             signer,
             batch_size: config.batch_size,
+            credentials: config.credentials.clone(),
         })
     }
 
@@ -112,7 +115,22 @@ impl Webhook {
             StatusClass::Transient => Err(Failure::Transient(format!("webhook {}", a.status))),
             // A receiver refusing our signature is a configuration problem: dead letters keep
             // the leads until it is fixed and they are replayed.
-            StatusClass::Auth | StatusClass::Permanent => Err(Failure::Permanent(format!(
+            StatusClass::Auth => {
+                self.http.limiter.alarm_credentials(
+                    "webhook",
+                    a.status,
+                    &format!(
+                        "the receiver refused the request; it must verify the Standard Webhooks signature with the secret in {}. The refused leads are dead letters: replay them once fixed",
+                        self.credentials
+                    ),
+                );
+                Err(Failure::Permanent(format!(
+                    "webhook {}: {}",
+                    a.status,
+                    super::describe_text(&a.text)
+                )))
+            }
+            StatusClass::Permanent => Err(Failure::Permanent(format!(
                 "webhook {}: {}",
                 a.status,
                 super::describe_text(&a.text)
