@@ -111,7 +111,7 @@ pub const METRIC_DOCS: &[MetricDoc] = &[
     doc("leadgate_dead_letters", Gauge, &[], "dead letters waiting for a fix and a replay, counted when scraped"),
     doc("leadgate_crm_requests_total", Counter, &["crm", "status"], "HTTP requests to the CRM by connector and status code (error: no answer, e.g. timeout)"),
     doc("leadgate_crm_records_total", Counter, &["crm", "outcome"], "records delivered, to retry, paused (not charged) or dead_letter"),
-    doc("leadgate_crm_pauses_total", Counter, &["reason"], "delivery paused: rate_limited, daily_limit, auth"),
+    doc("leadgate_crm_pauses_total", Counter, &["reason"], "delivery paused: rate_limited, daily_limit, auth, endpoint_gone"),
     doc("leadgate_crm_stage_kept_by_crm_total", Counter, &["crm"], "HubSpot kept a later lifecycle stage than the one sent"),
     doc("leadgate_ratelimit_wait_seconds", Histogram, &[], "time each CRM request waited for the rate limiter"),
     doc("leadgate_crm_batch_seconds", Histogram, &["crm"], "time to send one batch and record the outcomes"),

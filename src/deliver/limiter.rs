@@ -19,14 +19,17 @@ pub enum PauseReason {
     DailyLimit,
     /// The CRM refused the credentials; retried after a while in case they are fixed.
     Auth,
+    /// The webhook receiver answered 410 Gone: stopped until an operator resumes delivery.
+    EndpointGone,
 }
 
 impl PauseReason {
     /// Every reason (metrics register each at 0).
-    pub const ALL: [PauseReason; 3] = [
+    pub const ALL: [PauseReason; 4] = [
         PauseReason::RateLimited,
         PauseReason::DailyLimit,
         PauseReason::Auth,
+        PauseReason::EndpointGone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +37,7 @@ impl PauseReason {
             PauseReason::RateLimited => "rate_limited",
             PauseReason::DailyLimit => "daily_limit",
             PauseReason::Auth => "auth",
+            PauseReason::EndpointGone => "endpoint_gone",
         }
     }
 }
@@ -192,6 +196,23 @@ impl Limiter {
                     *g = Some(Pause { until, reason });
                 }
             }
+        }
+    }
+
+    /// Closes the gate until [`resume`](Self::resume) (the far future, in practice).
+    pub fn pause_until_resumed(&self, reason: PauseReason) {
+        let decade = Duration::from_secs(10 * 365 * 86_400);
+        let now = Instant::now();
+        self.pause(
+            now.checked_add(decade).unwrap_or(now + AUTH_LOG_EVERY),
+            reason,
+        );
+    }
+
+    /// Opens the gate now, whatever closed it.
+    pub fn resume(&self) {
+        if let Ok(mut g) = self.gate.lock() {
+            *g = None;
         }
     }
 

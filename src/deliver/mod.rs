@@ -8,6 +8,7 @@
 //! upsert of the lead's newest state, sending it again cannot create a duplicate.
 
 pub mod crm;
+mod halt;
 pub mod limiter;
 pub mod retry;
 
@@ -20,7 +21,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::crm::{BuildError, Connector, Item};
-use self::limiter::{Limiter, Pause};
+use self::halt::Halt;
+use self::limiter::{Limiter, Pause, PauseReason};
 use self::retry::{Failure, RetryPolicy};
 use crate::config::CrmConfig;
 use crate::store::outbox::now_ms;
@@ -66,6 +68,8 @@ pub struct Worker {
     batch_size: usize,
     poll_interval: Duration,
     wake: Arc<Notify>,
+    /// Delivery stopped by a 410 Gone until an operator replays dead letters.
+    halt: Halt,
 }
 
 impl Worker {
@@ -96,6 +100,7 @@ impl Worker {
             policy: RetryPolicy::new(config.retry),
             poll_interval: config.poll_interval,
             wake: Arc::new(Notify::new()),
+            halt: Halt::default(),
         }
     }
 
@@ -129,7 +134,9 @@ impl Worker {
     /// Claims, sends and records one batch.
     pub async fn step(&self) -> Result<StepOutcome, DeliverError> {
         if let Some(p) = self.limiter.paused() {
-            return Ok(StepOutcome::Paused(p));
+            if !self.halt.resumed(&*self.store, &self.limiter).await? {
+                return Ok(StepOutcome::Paused(p));
+            }
         }
         let claimed = self.store.claim_due(self.batch_size, now_ms()).await?;
         if claimed.is_empty() {
@@ -189,7 +196,13 @@ impl Worker {
             });
         }
         let now = now_ms();
-        let pause = self.limiter.paused().map(|p| p.until);
+        // A stop that only an operator lifts has no end to wait for: its records are due again
+        // as soon as it is lifted.
+        let pause = self
+            .limiter
+            .paused()
+            .filter(|p| p.reason != PauseReason::EndpointGone)
+            .map(|p| p.until);
         let crm = self.connector.name();
         let mut records = late;
         for ((item, (attempts, first, send_stage)), result) in items.iter().zip(meta).zip(results) {
@@ -221,6 +234,7 @@ impl Worker {
             });
         }
         let recorded = self.store.record_results(records, now).await?;
+        self.halt.note(&*self.store, &self.limiter).await?;
         report.delivered = recorded.delivered;
         report.retried = recorded.retried;
         report.dead = recorded.dead;
@@ -270,7 +284,11 @@ impl Worker {
                 Ok(StepOutcome::Idle { next_due_in }) => {
                     next_due_in.map_or(self.poll_interval, |d| d.min(self.poll_interval))
                 }
-                Ok(StepOutcome::Paused(p)) => p.until.saturating_duration_since(Instant::now()),
+                // Capped: a stop that only an operator lifts is looked at every poll.
+                Ok(StepOutcome::Paused(p)) => p
+                    .until
+                    .saturating_duration_since(Instant::now())
+                    .min(self.poll_interval),
                 Err(e) => {
                     tracing::error!(error = %e, "delivery step failed; retrying after the poll interval");
                     self.poll_interval

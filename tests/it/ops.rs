@@ -460,6 +460,10 @@ async fn metrics_pass_promtool_check_from_the_first_scrape_with_the_rare_series_
         ),
         ("leadgate_crm_pauses_total", &[("reason", "auth")][..]),
         (
+            "leadgate_crm_pauses_total",
+            &[("reason", "endpoint_gone")][..],
+        ),
+        (
             "leadgate_crm_stage_kept_by_crm_total",
             &[("crm", "hubspot")][..],
         ),

@@ -1,5 +1,6 @@
 //! A webhook receiver: records every request (headers and raw body) and answers 200, or the
-//! statuses queued with [`FakeReceiver::fail_next`].
+//! statuses queued with [`FakeReceiver::fail_next`], or the redirects queued with
+//! [`FakeReceiver::redirect_next`] (to another path of the same receiver, which answers 200).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -31,6 +32,8 @@ impl Received {
 struct State {
     received: Vec<Received>,
     faults: Vec<Fault>,
+    /// (status, Location) answers to give before any fault.
+    redirects: Vec<(u16, String)>,
 }
 
 pub struct FakeReceiver {
@@ -57,6 +60,14 @@ impl FakeReceiver {
         }
     }
 
+    /// Answers the next `n` requests with `status` (3xx) and `Location: location`.
+    pub fn redirect_next(&self, n: usize, status: u16, location: &str) {
+        let mut s = lock(&self.state);
+        for _ in 0..n {
+            s.redirects.push((status, location.to_string()));
+        }
+    }
+
     pub fn received(&self) -> Vec<Received> {
         lock(&self.state).received.clone()
     }
@@ -78,6 +89,12 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
             .collect(),
         body: body.to_vec(),
     });
+    if !s.redirects.is_empty() {
+        let (status, location) = s.redirects.remove(0);
+        return Reply::empty(status)
+            .header("location", location)
+            .into_response();
+    }
     let status = match (!s.faults.is_empty()).then(|| s.faults.remove(0)) {
         Some(Fault::Status(st)) => st,
         _ => 200,

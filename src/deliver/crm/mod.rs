@@ -114,6 +114,10 @@ impl Http {
         timeout: Duration,
     ) -> Result<Self, BuildError> {
         let client = reqwest::Client::builder()
+            // An API or receiver that redirects a write is misconfigured (wrong base URL or
+            // scheme); following it would resend the lead, credentials included, elsewhere. The
+            // Standard Webhooks spec asks senders to treat 3xx as failures.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
@@ -297,6 +301,7 @@ pub(crate) mod test_support {
             reason: "fit 40; asked for a demo".into(),
             disqualified: None,
             changes: vec![Change::Created],
+            at: None,
         }
     }
 }

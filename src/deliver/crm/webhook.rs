@@ -68,9 +68,14 @@ impl Webhook {
                 }
             }
         }
+        // The event's time, not the send time: the same in every retry of one webhook-id.
+        if let Some(o) = data.as_object_mut() {
+            o.remove("at");
+        }
+        let at = item.update.at.unwrap_or_else(chrono::Utc::now);
         json!({
             "type": EVENT_TYPE,
-            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "data": data,
         })
     }
@@ -105,6 +110,27 @@ impl Webhook {
             req = req.header(k, v);
         }
         let a = self.http.send(req).await?;
+        if (300..400).contains(&a.status) {
+            return Err(Failure::Permanent(format!(
+                "webhook {}: a redirect; leadgate does not follow redirects (Standard Webhooks): set crm.url to the final URL, then replay",
+                a.status
+            )));
+        }
+        if a.status == 410 {
+            // Standard Webhooks: the receiver says this endpoint is gone for good. Stop sending
+            // there until an operator resumes; this lead waits in dead letters.
+            self.http
+                .limiter
+                .pause_until_resumed(PauseReason::EndpointGone);
+            tracing::error!(
+                crm = "webhook",
+                status = 410,
+                "the webhook receiver answered 410 Gone: delivery is stopped; fix crm.url or the receiver, then run `leadgate replay --dead-letters` (or POST /admin/dead-letters/{{id}}/replay) to resume"
+            );
+            return Err(Failure::Permanent(
+                "webhook 410 Gone: the receiver no longer accepts deliveries at this URL; delivery is stopped until dead letters are replayed".into(),
+            ));
+        }
         match classify_status(a.status) {
             StatusClass::Success => Ok(Delivered::default()),
             StatusClass::RateLimited => {
