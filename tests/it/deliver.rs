@@ -782,6 +782,15 @@ async fn pipedrive_finds_or_creates_the_person_and_keeps_one_labelled_lead() {
         0,
         "the existing person was found"
     );
+    // Issue 11, item 6: her open lead is looked up with documented parameters only (the fake
+    // refuses others, as Pipedrive's spec has none such: archived leads moved to their own path).
+    let lookups: Vec<String> = fake
+        .arrivals()
+        .into_iter()
+        .filter(|a| a.method == "GET" && a.path == "/v1/leads")
+        .map(|a| a.query)
+        .collect();
+    assert_eq!(lookups, vec![format!("person_id={ada_id}")]);
     assert_eq!(fake.persons_with("ada@example.com").len(), 1);
     assert_eq!(fake.persons_with("ada@example.com")[0].name, "Ada Lovelace");
     let ada_leads = fake.leads_of(ada_id);

@@ -17,7 +17,30 @@ pub struct Arrival {
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The raw query string (empty when none).
+    pub query: String,
+    /// Header names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
     pub status: u16,
+}
+
+impl Arrival {
+    pub fn new(req: &HttpRequest, body: &[u8], at: Instant, status: u16) -> Self {
+        Self {
+            at,
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            query: req.query_string().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: body.to_vec(),
+            status,
+        }
+    }
 }
 
 /// A one-off misbehaviour for the next request(s).

@@ -340,12 +340,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
     let mut s = lock(&state);
     let reply = s.answer(&req, &body, in_window);
     let reply = s.with_limit_headers(reply, now);
-    s.arrivals.push(Arrival {
-        at: now,
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        status: reply.status,
-    });
+    s.arrivals
+        .push(Arrival::new(&req, &body, now, reply.status));
     if reply.status == 429 {
         s.rate_limited += 1;
     }

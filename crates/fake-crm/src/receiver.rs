@@ -13,7 +13,10 @@ use crate::common::{lock, start, Fault, Reply, Running};
 #[derive(Debug, Clone)]
 pub struct Received {
     pub at: Instant,
+    pub method: String,
     pub path: String,
+    /// The raw query string (empty when none).
+    pub query: String,
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -81,7 +84,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
     let mut s = lock(&state);
     s.received.push(Received {
         at: Instant::now(),
+        method: req.method().to_string(),
         path: req.path().to_string(),
+        query: req.query_string().to_string(),
         headers: req
             .headers()
             .iter()

@@ -210,12 +210,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
     }
     let mut s = lock(&state);
     let reply = s.answer(&req, &body);
-    s.arrivals.push(Arrival {
-        at: now,
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        status: reply.status,
-    });
+    s.arrivals
+        .push(Arrival::new(&req, &body, now, reply.status));
     reply.into_response()
 }
 

@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::{
     header_num, mapped_fields, scalar_string, stage_values, Answer, Connector, Delivered, Http,
-    Item, PreparedRequest, REDACTED,
+    Item, PreparedRequest, Request,
 };
 use crate::config::{CrmAuth, CrmConfig, CrmKind, RateLimit};
 use crate::deliver::limiter::PauseReason;
@@ -126,6 +127,13 @@ impl HubSpot {
         json!({ "inputs": inputs })
     }
 
+    /// The batch upsert request (`token`: None in previews).
+    fn upsert(&self, batch: &[Item], token: Option<&Secret>) -> Request {
+        Request::new(Method::POST, format!("{}{UPSERT}", self.base))
+            .credential("authorization", "Bearer ", token)
+            .json(self.body(batch))
+    }
+
     fn properties_of(&self, item: &Item) -> Map<String, Value> {
         let u = &item.update;
         let mut props = Map::new();
@@ -178,7 +186,7 @@ impl HubSpot {
                 ];
                 let a = self
                     .http
-                    .send(self.http.client.post(token_url).form(&form))
+                    .execute(self.http.client.post(token_url).form(&form))
                     .await?;
                 let token = a.body.get("access_token").and_then(Value::as_str);
                 match (a.status, token) {
@@ -261,13 +269,7 @@ impl HubSpot {
                 Ok(t) => t,
                 Err(f) => return all(f),
             };
-            let req = self
-                .http
-                .client
-                .post(format!("{}{UPSERT}", self.base))
-                .bearer_auth(token.expose())
-                .json(&self.body(batch));
-            let a = match self.http.send(req).await {
+            let a = match self.http.send(&self.upsert(batch, Some(&token))).await {
                 Ok(a) => a,
                 Err(f) => return all(f),
             };
@@ -543,15 +545,7 @@ impl Connector for HubSpot {
     fn prepare(&self, batch: &[Item]) -> Vec<PreparedRequest> {
         batch
             .chunks(self.batch_size.max(1))
-            .map(|chunk| PreparedRequest {
-                method: "POST".into(),
-                url: format!("{}{UPSERT}", self.base),
-                headers: vec![
-                    ("authorization".into(), format!("Bearer {REDACTED}")),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                body: self.body(chunk),
-            })
+            .map(|chunk| self.upsert(chunk, None).preview())
             .collect()
     }
 

@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::{
     header, mapped_fields, stage_values, Answer, Connector, Delivered, Http, Item, PreparedRequest,
-    REDACTED,
+    Request,
 };
 use crate::config::{CrmAuth, CrmConfig, CrmKind, RateLimit, SalesforceSettings};
 use crate::deliver::limiter::PauseReason;
@@ -174,7 +175,7 @@ impl Salesforce {
         ];
         let a = self
             .http
-            .send(self.http.client.post(&self.token_url).form(&form))
+            .execute(self.http.client.post(&self.token_url).form(&form))
             .await?;
         let token = a.body.get("access_token").and_then(Value::as_str);
         let instance = a.body.get("instance_url").and_then(Value::as_str);
@@ -209,14 +210,16 @@ impl Salesforce {
         }
     }
 
+    /// The sObject Collections upsert against `instance` (`token`: None in previews).
+    fn upsert_request(&self, instance: &str, batch: &[Item], token: Option<&Secret>) -> Request {
+        Request::new(Method::PATCH, format!("{instance}{}", self.path()))
+            .credential("authorization", "Bearer ", token)
+            .json(self.body(batch))
+    }
+
     async fn upsert(&self, session: &Session, batch: &[Item]) -> Result<Answer, Failure> {
-        let req = self
-            .http
-            .client
-            .patch(format!("{}{}", session.instance_url, self.path()))
-            .bearer_auth(session.access_token.expose())
-            .json(&self.body(batch));
-        let a = self.http.send(req).await?;
+        let req = self.upsert_request(&session.instance_url, batch, Some(&session.access_token));
+        let a = self.http.send(&req).await?;
         self.observe_usage(&a.headers);
         Ok(a)
     }
@@ -390,15 +393,7 @@ impl Connector for Salesforce {
     fn prepare(&self, batch: &[Item]) -> Vec<PreparedRequest> {
         batch
             .chunks(self.batch_size.max(1))
-            .map(|chunk| PreparedRequest {
-                method: "PATCH".into(),
-                url: format!("{}{}", self.base, self.path()),
-                headers: vec![
-                    ("authorization".into(), format!("Bearer {REDACTED}")),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                body: self.body(chunk),
-            })
+            .map(|chunk| self.upsert_request(&self.base, chunk, None).preview())
             .collect()
     }
 
