@@ -30,6 +30,10 @@ COPY --from=build --chown=65532:65532 /out/data /app/data
 VOLUME ["/app/data"]
 # Numeric, so Kubernetes' runAsNonRoot can verify it (distroless "nonroot" is 65532).
 USER 65532:65532
+# Webhooks and probes. Metrics and the admin API listen on 127.0.0.1:9091 inside the container
+# unless LEADGATE_SERVER__ADMIN_LISTEN says otherwise (the deploy/ examples and fly.toml set
+# 0.0.0.0:9091 or [::]:9091 and keep that port private); not EXPOSEd, so `docker run -P` never
+# publishes it.
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/leadgate", "--config", "/app/leadgate.toml"]
 CMD ["serve"]

@@ -16,10 +16,13 @@ cargo build --release --locked --workspace --bins >&2
 bin=target/release
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+admin_port=$(free_port)
 cat > "$work/leadgate.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:$admin_port"
 public_url = "http://127.0.0.1:$port"
 [store]
 url = "sqlite://data/leadgate.db"

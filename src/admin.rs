@@ -1,10 +1,12 @@
 //! The admin API under `/admin/`: look at a lead, the inbox, dead letters and the funnel, and
-//! re-run what failed. Mounted only when the admin token variable is set; every request needs
-//! `Authorization: Bearer <token>` (compared in constant time), else 401. JSON throughout;
+//! re-run what failed. Mounted only when the admin token variable is set, and only on the operator
+//! listener; every request needs `Authorization: Bearer <token>` ([`crate::auth`]: constant-time
+//! compare, 401, and 429 for an address sending too many wrong tokens). JSON throughout;
 //! documented in README.md ("Admin API").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -16,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::auth::{ClientKey, Refusal, TokenGuard};
 use crate::ingest::error_body;
-use crate::ingest::verify::Secret;
 use crate::lead::Email;
 use crate::pipeline::SharedEngine;
 use crate::qualify::{qualify, LeadState};
@@ -27,7 +29,7 @@ use crate::store::{
 
 /// What the admin handlers share.
 pub struct Admin {
-    pub token: Secret,
+    pub auth: TokenGuard,
     pub store: Arc<dyn Store>,
     pub engine: SharedEngine,
     /// Wakes the pipeline after a replay.
@@ -40,6 +42,8 @@ pub struct Admin {
 enum AdminError {
     #[error("a valid admin bearer token is required")]
     Unauthorized,
+    #[error("too many wrong admin tokens from this address; retry after {} s", .0.as_secs())]
+    RateLimited(Duration),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -52,6 +56,7 @@ impl ResponseError for AdminError {
     fn status_code(&self) -> StatusCode {
         match self {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -61,13 +66,20 @@ impl ResponseError for AdminError {
     fn error_response(&self) -> HttpResponse {
         let code = match self {
             AdminError::Unauthorized => "unauthorized",
+            AdminError::RateLimited(_) => "rate_limited",
             AdminError::BadRequest(_) => "bad_request",
             AdminError::NotFound(_) => "not_found",
             AdminError::Store(_) => "store_unavailable",
         };
         let mut res = HttpResponse::build(self.status_code());
-        if matches!(self, AdminError::Unauthorized) {
-            res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"leadgate-admin\""));
+        match self {
+            AdminError::Unauthorized => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"leadgate-admin\""));
+            }
+            AdminError::RateLimited(wait) => {
+                res.insert_header((header::RETRY_AFTER, wait.as_secs().to_string()));
+            }
+            _ => {}
         }
         res.json(error_body(code, &self.to_string()))
     }
@@ -95,22 +107,25 @@ async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let ok = match (
-        req.app_data::<web::Data<Admin>>(),
-        req.headers().get(header::AUTHORIZATION),
-    ) {
-        (Some(admin), Some(value)) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| {
-                crate::ingest::verify::ct_eq_secret(given.trim().as_bytes(), admin.token.bytes())
-            }),
-        _ => false,
+    let Some(admin) = req.app_data::<web::Data<Admin>>() else {
+        return Ok(req.into_response(AdminError::Unauthorized.error_response()));
     };
-    if !ok {
-        let res = AdminError::Unauthorized.error_response();
-        return Ok(req.into_response(res));
+    let client = req
+        .peer_addr()
+        .map(|a| ClientKey::of(a.ip()))
+        .unwrap_or_else(ClientKey::unknown);
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let Err(refusal) = admin.auth.check(client, presented) {
+        let err = match refusal {
+            Refusal::Unauthorized => AdminError::Unauthorized,
+            Refusal::RateLimited(wait) => AdminError::RateLimited(wait),
+        };
+        return Ok(req.into_response(err.error_response()));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
 }

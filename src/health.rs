@@ -1,6 +1,6 @@
 //! Probes: `GET /healthz` (the process answers) and `GET /readyz` (config loaded, store writable,
-//! not draining), and `GET /metrics`, whose queue gauges are read from the store when scraped. Readiness turns false as soon as shutdown starts, so load balancers stop
-//! routing before the listener closes.
+//! not draining), on both listeners. Readiness turns false as soon as shutdown starts, so load
+//! balancers stop routing before the listeners close.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,11 +16,12 @@ pub struct Health {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/readyz", web::get().to(readyz));
 }
 
-async fn metrics(health: web::Data<Health>) -> HttpResponse {
+/// `GET /metrics` (mounted with the operator routes): the recorded families plus the queue
+/// gauges, read from the store when scraped.
+pub async fn metrics(health: web::Data<Health>) -> HttpResponse {
     crate::telemetry::render_metrics(health.store.as_ref()).await
 }
 

@@ -116,6 +116,7 @@ pub const METRIC_DOCS: &[MetricDoc] = &[
     doc("leadgate_ratelimit_wait_seconds", Histogram, &[], "time each CRM request waited for the rate limiter"),
     doc("leadgate_crm_batch_seconds", Histogram, &["crm"], "time to send one batch and record the outcomes"),
     doc("leadgate_delivery_latency_seconds", Histogram, &["crm"], "from a lead state's queueing to the CRM accepting it"),
+    doc("leadgate_admin_auth_failures_total", Counter, &["outcome"], "admin requests refused for a missing or wrong token: unauthorized (401) or rate_limited (429)"),
 ];
 
 /// The process-wide Prometheus recorder, installed on first use, with every family described

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use self::crm::{CrmAuth, CrmConfig, CrmKind, RetrySettings, SalesforceSettings};
+use self::source::RawRate;
 pub use self::source::{RateLimit, SkippedSource, SourceConfig, SourceName};
 use crate::ingest::decode;
 use crate::ingest::verify::Secret;
@@ -80,7 +81,10 @@ impl ConfigError {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The public listener: webhooks and probes.
     pub listen: SocketAddr,
+    /// Where the operator surface (`/metrics`, `/admin/*`) is served.
+    pub admin_listen: AdminListen,
     /// The public base URL providers call; URL-signing schemes sign `<public_url>/webhooks/<name>`.
     pub public_url: String,
     /// HTTP worker threads (default: one per core).
@@ -89,6 +93,37 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// How long to keep serving, unready, after SIGTERM so load balancers stop routing first.
     pub drain: Duration,
+}
+
+/// Where the operator surface is served: on a listener of its own (the default, so the port that
+/// form providers reach from the internet never exposes metrics or the admin API), or on the
+/// public listener when `admin_listen` is the same address as `listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    Own(SocketAddr),
+    SameAsPublic,
+}
+
+impl AdminListen {
+    fn parse(admin: SocketAddr, public: SocketAddr) -> Result<AdminListen, String> {
+        // Port 0 asks for any free port, so two of them are two listeners (tests rely on it).
+        if admin.port() == 0 || admin.port() != public.port() {
+            return Ok(AdminListen::Own(admin));
+        }
+        if admin == public {
+            return Ok(AdminListen::SameAsPublic);
+        }
+        // Same port, different addresses: legal only when neither is a wildcard, else the
+        // second bind fails at start with a less helpful message.
+        if admin.ip().is_unspecified() || public.ip().is_unspecified() {
+            return Err(format!(
+                "{admin} shares port {} with server.listen ({public}); use another port, or \
+                 exactly the listen address to serve everything on one listener",
+                admin.port()
+            ));
+        }
+        Ok(AdminListen::Own(admin))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +136,8 @@ pub struct AdminConfig {
     pub token_env: String,
     /// None: the admin API is off.
     pub token: Option<Secret>,
+    /// Missing or wrong tokens allowed per client address before it gets 429.
+    pub wrong_token_limit: RateLimit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -230,6 +267,7 @@ impl Default for RawPipeline {
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
     listen: String,
+    admin_listen: String,
     public_url: String,
     workers: Option<usize>,
     shutdown_timeout_secs: u64,
@@ -241,6 +279,7 @@ impl Default for RawServer {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".into(),
+            admin_listen: "127.0.0.1:9091".into(),
             public_url: "http://localhost:8080".into(),
             workers: None,
             shutdown_timeout_secs: 30,
@@ -268,12 +307,19 @@ impl Default for RawStore {
 #[serde(deny_unknown_fields, default)]
 struct RawAdmin {
     token_env: String,
+    wrong_token_limit: RawRate,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             token_env: "LEADGATE_ADMIN_TOKEN".into(),
+            // A burst of 10, then one every 6 s: plenty for a person mistyping, useless for
+            // guessing.
+            wrong_token_limit: RawRate {
+                requests: 10,
+                per_secs: 60,
+            },
         }
     }
 }
@@ -382,6 +428,14 @@ impl Config {
                 format!("{:?} is not an address like 0.0.0.0:8080", s.listen),
             )
         })?;
+        let admin_listen: SocketAddr = s.admin_listen.parse().map_err(|_| {
+            err(
+                "server.admin_listen",
+                format!("{:?} is not an address like 127.0.0.1:9091", s.admin_listen),
+            )
+        })?;
+        let admin_listen =
+            AdminListen::parse(admin_listen, listen).map_err(|r| err("server.admin_listen", r))?;
         let public_url = parse_base_url(&s.public_url).map_err(|r| err("server.public_url", r))?;
         if s.workers == Some(0) {
             return Err(err("server.workers", "must be at least 1".into()));
@@ -391,6 +445,7 @@ impl Config {
         }
         let server = ServerConfig {
             listen,
+            admin_listen,
             public_url,
             workers: s.workers,
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
@@ -419,6 +474,11 @@ impl Config {
         let admin = AdminConfig {
             token_env: raw.admin.token_env,
             token: admin_token,
+            wrong_token_limit: raw
+                .admin
+                .wrong_token_limit
+                .parse()
+                .map_err(|r| err("admin.wrong_token_limit", r))?,
         };
 
         let log = LogConfig {
@@ -427,6 +487,12 @@ impl Config {
         };
 
         let mut warnings = Vec::new();
+        if server.admin_listen == AdminListen::SameAsPublic {
+            warnings.push(format!(
+                "server.admin_listen is the public listen address {listen}: /metrics and the \
+                 admin API are served to whoever reaches the webhooks"
+            ));
+        }
         let mut sources: Vec<SourceConfig> = Vec::with_capacity(raw.sources.len());
         let mut skipped: Vec<SkippedSource> = Vec::new();
         for (i, rs) in raw.sources.into_iter().enumerate() {
@@ -671,6 +737,64 @@ mod tests {
         let e = load("", &env(&[("LEADGATE_SERVER__LISTEN", "nowhere")])).unwrap_err();
         assert_eq!(e.file, "environment variable LEADGATE_SERVER__LISTEN");
         assert_eq!(e.key, "server.listen");
+    }
+
+    #[test]
+    fn the_operator_surface_gets_its_own_loopback_listener_by_default() {
+        let c = load("", &env(&[])).unwrap();
+        assert_eq!(
+            c.server.admin_listen,
+            AdminListen::Own("127.0.0.1:9091".parse().unwrap())
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.admin.wrong_token_limit.requests.get(), 10);
+        assert_eq!(c.admin.wrong_token_limit.per, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn admin_listen_equal_to_listen_shares_the_listener_with_a_warning() {
+        let shared = "[server]\nlisten = \"0.0.0.0:8080\"\nadmin_listen = \"0.0.0.0:8080\"\n";
+        let c = load(shared, &env(&[])).unwrap();
+        assert_eq!(c.server.admin_listen, AdminListen::SameAsPublic);
+        assert!(
+            c.warnings[0].contains("server.admin_listen"),
+            "{:?}",
+            c.warnings
+        );
+        // Port 0 is "any free port": two of them are two listeners.
+        let any = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n";
+        let c = load(any, &env(&[])).unwrap();
+        assert_eq!(
+            c.server.admin_listen,
+            AdminListen::Own("127.0.0.1:0".parse().unwrap())
+        );
+        // Same port on two specific addresses: two listeners.
+        let two = "[server]\nlisten = \"10.0.0.5:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n";
+        assert!(matches!(
+            load(two, &env(&[])).unwrap().server.admin_listen,
+            AdminListen::Own(_)
+        ));
+    }
+
+    #[test]
+    fn admin_listen_mistakes_name_the_key_and_the_variable() {
+        let clash = "[server]\nlisten = \"0.0.0.0:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n";
+        let e = load(clash, &env(&[])).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.key.as_str()),
+            ("test.toml", "server.admin_listen")
+        );
+        assert!(e.reason.contains("shares port 8080"), "{e}");
+        let e = load("", &env(&[("LEADGATE_SERVER__ADMIN_LISTEN", "9091")])).unwrap_err();
+        assert_eq!(e.file, "environment variable LEADGATE_SERVER__ADMIN_LISTEN");
+        assert_eq!(e.key, "server.admin_listen");
+        let e = load(
+            "[admin]\nwrong_token_limit = { requests = 0, per_secs = 60 }\n",
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "admin.wrong_token_limit");
+        assert!(e.reason.contains("at least 1"), "{e}");
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //!   the test suite does (`--locked`), and runs non-root with the data directory as a volume;
 //! - its entry command runs as the container would, on a copy of the runtime file layout;
 //! - fly.toml, the compose file and the Kubernetes sidecar set real settings, mount the image's
-//!   data directory, and give shutdown enough time for the drain, requests and a CRM batch.
+//!   data directory, and give shutdown enough time for the drain, requests and a CRM batch;
+//! - each keeps the operator port (metrics, admin API) private and scraped, and points its
+//!   health checks at the public port.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use leadgate::config::{Config, EnvVars, StoreConfig};
+use leadgate::config::{AdminListen, Config, EnvVars, StoreConfig};
+use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -378,13 +381,17 @@ fn the_runtime_stage_is_non_root_and_its_entry_command_runs_on_the_image_layout(
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: "));
 
     // The default command, `serve`, with the compose file's health check (`leadgate probe`).
-    let port = crate::support::free_port();
+    let (port, admin_port) = (crate::support::free_port(), crate::support::free_port());
     let mut serve = Command::new(env!("CARGO_BIN_EXE_leadgate"))
         .current_dir(&workdir)
         .args(&args)
         .args(&rt.cmd)
         .env_clear()
         .env("LEADGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "LEADGATE_SERVER__ADMIN_LISTEN",
+            format!("127.0.0.1:{admin_port}"),
+        )
         .env("LEADGATE_LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -410,6 +417,17 @@ fn the_runtime_stage_is_non_root_and_its_entry_command_runs_on_the_image_layout(
         volume.join("leadgate.db").is_file(),
         "the store is created in the volume"
     );
+    // Metrics on the operator port only.
+    let probe_at = |port: u16, path: &str| {
+        Command::new(env!("CARGO_BIN_EXE_leadgate"))
+            .args(["probe", "--url", &format!("http://127.0.0.1:{port}{path}")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(probe_at(admin_port, "/metrics"), "metrics on admin_listen");
+    assert!(!probe_at(port, "/metrics"), "no metrics on the public port");
     let killed = Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
         .status()
@@ -493,24 +511,46 @@ fn fly_toml_serves_the_image_with_real_settings_and_enough_time_to_drain() {
     assert_eq!(path.parent().unwrap(), Path::new(&mount));
 }
 
-/// `LEADGATE_..__..` settings in a YAML example: `NAME: value` or `{ name: NAME, value: "v" }`.
-fn yaml_overrides(text: &str) -> EnvVars {
-    let re = regex::Regex::new(
-        r#"(?:name:\s*(LEADGATE_[A-Z0-9_]+),\s*value:\s*"?([^"}]+)"?|(LEADGATE_[A-Z0-9_]+):\s*"?([^"\n]+?)"?\s*$)"#,
-    )
-    .unwrap();
-    let mut env = EnvVars::new();
-    for line in text.lines() {
-        if let Some(c) = re.captures(line) {
-            let (k, v) = match (c.get(1), c.get(2), c.get(3), c.get(4)) {
-                (Some(k), Some(v), _, _) | (_, _, Some(k), Some(v)) => (k.as_str(), v.as_str()),
-                _ => continue,
-            };
-            if k.contains("__") {
-                env.insert(k.to_string(), v.trim().to_string());
+/// A YAML example's documents.
+fn yaml(path: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A scalar as the environment would see it.
+fn scalar(y: &Yaml) -> Option<String> {
+    match y {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `LEADGATE_..__..` settings anywhere in a YAML example: compose `environment:` maps
+/// (`NAME: value`) and Kubernetes `env:` lists (`{ name: NAME, value: "v" }`).
+fn yaml_overrides(docs: &[Yaml]) -> EnvVars {
+    fn add(env: &mut EnvVars, k: Option<&str>, v: Option<String>) {
+        if let (Some(k), Some(v)) = (k, v) {
+            if k.starts_with("LEADGATE_") && k.contains("__") {
+                env.insert(k.to_string(), v);
             }
         }
     }
+    fn walk(y: &Yaml, env: &mut EnvVars) {
+        match y {
+            Yaml::Hash(h) => {
+                add(env, y["name"].as_str(), scalar(&y["value"]));
+                for (k, v) in h {
+                    add(env, k.as_str(), scalar(v));
+                    walk(v, env);
+                }
+            }
+            Yaml::Array(items) => items.iter().for_each(|i| walk(i, env)),
+            _ => {}
+        }
+    }
+    let mut env = EnvVars::new();
+    docs.iter().for_each(|d| walk(d, &mut env));
     env
 }
 
@@ -524,7 +564,7 @@ fn the_sidecar_examples_set_real_settings_mount_the_volume_and_allow_the_drain()
         ),
     ] {
         let text = read(file);
-        let mut env = yaml_overrides(&text);
+        let mut env = yaml_overrides(&yaml(file));
         assert!(
             env.contains_key("LEADGATE_SERVER__DRAIN_SECS"),
             "{file}: no overrides found"
@@ -559,4 +599,168 @@ fn the_sidecar_examples_set_real_settings_mount_the_volume_and_allow_the_drain()
     let k8s = read("deploy/kubernetes-sidecar.yaml");
     assert!(k8s.contains("runAsNonRoot: true"));
     assert!(k8s.contains("fsGroup: 65532"));
+}
+
+/// The operator listener's address under these settings, which must be its own and reachable
+/// from outside the container (a scraper cannot reach loopback).
+fn operator_port(file: &str, c: &Config) -> u16 {
+    let AdminListen::Own(addr) = c.server.admin_listen else {
+        panic!("{file}: metrics and the admin API share the public listener");
+    };
+    assert!(
+        !addr.ip().is_loopback(),
+        "{file}: admin_listen {addr} cannot be scraped from outside the container"
+    );
+    assert_ne!(addr.port(), c.server.listen.port(), "{file}");
+    addr.port()
+}
+
+fn secrets_set(mut env: EnvVars) -> EnvVars {
+    for var in ["HUBSPOT_TOKEN", "TYPEFORM_SECRET", "LEADGATE_ADMIN_TOKEN"] {
+        env.insert(var.into(), "set-by-the-secret-store".into());
+    }
+    env
+}
+
+fn url_port(url: &str) -> u16 {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+        .unwrap_or_else(|| panic!("{url:?} is not a URL with a port"))
+}
+
+#[test]
+fn fly_scrapes_the_operator_port_on_the_private_network_and_serves_only_the_public_one() {
+    let fly: toml::Table = read("fly.toml").parse().unwrap();
+    let env: EnvVars = fly["env"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let c = image_settings(&env);
+    let admin = operator_port("fly.toml", &c);
+    let metrics = fly["metrics"].as_table().expect("fly.toml has [metrics]");
+    assert_eq!(metrics["port"].as_integer(), Some(i64::from(admin)));
+    assert_eq!(metrics["path"].as_str(), Some("/metrics"));
+    // The proxy routes the internet only to the public listener.
+    let mut routed = vec![fly["http_service"]["internal_port"].as_integer().unwrap()];
+    for svc in fly
+        .get("services")
+        .and_then(|s| s.as_array())
+        .into_iter()
+        .flatten()
+    {
+        routed.push(svc["internal_port"].as_integer().unwrap());
+    }
+    assert_eq!(routed, [i64::from(c.server.listen.port())]);
+}
+
+#[test]
+fn kubernetes_scrapes_the_named_metrics_port_and_leaves_it_out_of_the_service() {
+    let file = "deploy/kubernetes-sidecar.yaml";
+    let docs = yaml(file);
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("{file}: no {kind}"))
+    };
+    let pod = &of_kind("Deployment")["spec"]["template"];
+    let leadgate = pod["spec"]["containers"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some("leadgate"))
+        .expect("a leadgate container");
+    let c = image_settings(&secrets_set(yaml_overrides(std::slice::from_ref(leadgate))));
+    let admin = operator_port(file, &c);
+    let port_named = |name: &str| {
+        leadgate["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_i64())
+            .unwrap_or_else(|| panic!("{file}: no container port named {name}"))
+    };
+    assert_eq!(port_named("metrics"), i64::from(admin));
+    assert_eq!(port_named("leadgate"), i64::from(c.server.listen.port()));
+
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(admin.to_string().as_str())
+    );
+    assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
+
+    // Probes on the public listener (the named port `leadgate`).
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &leadgate[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(get["port"].as_str(), Some("leadgate"), "{probe}");
+    }
+
+    // The Service routes to the webhooks, never to the metrics port.
+    let ports = of_kind("Service")["spec"]["ports"].as_vec().unwrap();
+    let targets: Vec<String> = ports
+        .iter()
+        .map(|p| scalar(&p["targetPort"]).expect("targetPort"))
+        .collect();
+    assert!(targets.iter().any(|t| t == "leadgate"), "{targets:?}");
+    assert!(
+        !targets
+            .iter()
+            .any(|t| t == "metrics" || *t == admin.to_string()),
+        "{file}: the Service exposes the metrics port: {targets:?}"
+    );
+}
+
+#[test]
+fn compose_keeps_the_operator_port_on_its_network_and_probes_the_public_one() {
+    let file = "deploy/docker-compose.yml";
+    let docs = yaml(file);
+    let services = &docs[0]["services"];
+    let leadgate = &services["leadgate"];
+    let c = image_settings(&secrets_set(yaml_overrides(std::slice::from_ref(leadgate))));
+    let admin = operator_port(file, &c);
+    // Published ports ("HOST:CONTAINER"): the public one only.
+    let published: Vec<u16> = leadgate["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let p = scalar(p).unwrap();
+            p.rsplit(':').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(published, [c.server.listen.port()]);
+    let exposed: Vec<String> = leadgate["expose"]
+        .as_vec()
+        .map(|v| v.iter().filter_map(scalar).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        exposed,
+        [admin.to_string()],
+        "{file}: expose the operator port to the network"
+    );
+    // The health check probes readiness on the public listener.
+    let check: Vec<String> = leadgate["healthcheck"]["test"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(scalar)
+        .collect();
+    let url = check
+        .iter()
+        .skip_while(|a| *a != "--url")
+        .nth(1)
+        .expect("probe --url");
+    assert_eq!(url_port(url), c.server.listen.port());
+    assert!(url.ends_with("/readyz"), "{url}");
+    // The app is pointed at the admin API on the operator port.
+    let admin_url = services["app"]["environment"]["LEADGATE_ADMIN_URL"]
+        .as_str()
+        .unwrap();
+    assert_eq!(url_port(admin_url), admin, "{admin_url}");
 }

@@ -246,15 +246,7 @@ async fn probes_answer_and_metrics_count_outcomes() {
         &typeform_signed("new-secret", br#"{"event_id":"m1"}"#),
     )
     .await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(
         text.contains("leadgate_webhooks_accepted_total{source=\"typeform\"}"),
         "{text}"

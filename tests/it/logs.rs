@@ -87,15 +87,8 @@ async fn get(client: &reqwest::Client, url: String, auth: &str) -> u16 {
 /// Sends SIGTERM and waits for a clean exit, so every buffered line is flushed.
 async fn stop(mut app: ChildApp) {
     app.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = app.child.try_wait().expect("wait") {
-            assert!(status.success(), "{status:?}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let status = app.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
 }
 
 fn read_log(path: &Path) -> String {
@@ -311,7 +304,7 @@ async fn trace_logs_of_real_traffic_carry_no_secret_token_email_name_or_phone() 
     }
 
     // The admin API: a wrong token, then the right one, on a URL holding the email.
-    let lead_url = format!("{}/admin/leads/{EMAIL}", app.base);
+    let lead_url = format!("{}/admin/leads/{EMAIL}", app.admin);
     assert_eq!(
         get(
             &client,
@@ -328,7 +321,7 @@ async fn trace_logs_of_real_traffic_carry_no_secret_token_email_name_or_phone() 
     assert_eq!(
         get(
             &client,
-            format!("{}/admin/events?status=unmappable", app.base),
+            format!("{}/admin/events?status=unmappable", app.admin),
             &format!("Bearer {ADMIN_TOKEN}")
         )
         .await,

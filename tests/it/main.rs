@@ -8,6 +8,7 @@ mod deliver;
 mod deploy;
 mod docs;
 mod ingest;
+mod listeners;
 mod logs;
 mod mapping;
 mod ops;

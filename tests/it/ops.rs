@@ -243,7 +243,7 @@ fn the_exposition_checker_finds_what_promtool_finds() {
 async fn scrape(app: &TestApp) -> (String, Vec<Sample>) {
     let res = app
         .client
-        .get(format!("{}/metrics", app.base))
+        .get(format!("{}/metrics", app.admin))
         .send()
         .await
         .unwrap();
@@ -285,31 +285,18 @@ async fn metrics_expose_every_named_series_after_traffic() {
         (fake.upserts_for(LEAD) == 1).then_some(())
     })
     .await;
-    // The delivery is recorded (and its latency observed) after the CRM answered.
+    // The delivery is recorded (and its latency observed) after the CRM answered; the batch's
+    // duration last, once the outcome is stored (a slow fsync can hold it back).
     let (text, after) = eventually(Duration::from_secs(10), "delivery metrics", || async {
         let (text, s) = scrape(&app).await;
-        let delivered = shared(
-            &s,
+        let grew = |name: &str, labels: &[(&str, &str)]| {
+            shared(&s, name, labels) > shared(&before, name, labels)
+        };
+        (grew(
             "leadgate_crm_records_total",
             &[("crm", "hubspot"), ("outcome", "delivered")],
-        );
-        let before_delivered = shared(
-            &before,
-            "leadgate_crm_records_total",
-            &[("crm", "hubspot"), ("outcome", "delivered")],
-        );
-        // The batch's time is recorded once its outcomes are stored, just after the counts.
-        let batches = shared(
-            &s,
-            "leadgate_crm_batch_seconds_count",
-            &[("crm", "hubspot")],
-        );
-        let before_batches = shared(
-            &before,
-            "leadgate_crm_batch_seconds_count",
-            &[("crm", "hubspot")],
-        );
-        (delivered > before_delivered && batches > before_batches).then_some((text, s))
+        ) && grew("leadgate_crm_batch_seconds_count", &[("crm", "hubspot")]))
+        .then_some((text, s))
     })
     .await;
 
@@ -435,15 +422,7 @@ async fn metrics_pass_promtool_check_from_the_first_scrape_with_the_rare_series_
         .env("TF", "tf-secret")
         .env("HS", &fake.token())
         .spawn_process(dir.path());
-    let scrape = || async {
-        let res = app
-            .client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap();
-        res.text().await.unwrap()
-    };
+    let scrape = || app.metrics_text();
     let text = scrape().await;
     assert_eq!(promtool_check(&text), Vec::<String>::new(), "{text}");
     let first = samples(&text);
@@ -549,7 +528,7 @@ async fn the_queue_gauges_are_right_whenever_scraped_even_while_a_crm_request_ha
 // ---- admin API ----
 
 async fn call(app: &TestApp, method: &str, path: &str, auth: Option<&str>) -> Reply {
-    let url = format!("{}{path}", app.base);
+    let url = format!("{}{path}", app.admin);
     let mut req = match method {
         "GET" => app.client.get(url),
         _ => app.client.post(url).json(&json!({})),
@@ -578,6 +557,11 @@ async fn every_admin_endpoint_refuses_a_missing_or_wrong_token() {
         ))
         .env("TF", "tf-secret")
         .env("LEADGATE_ADMIN_TOKEN", ADMIN)
+        // Every wrong token below is answered 401, none 429 (that limit has its own test).
+        .env(
+            "LEADGATE_ADMIN__WRONG_TOKEN_LIMIT",
+            "{ requests = 1000, per_secs = 60 }",
+        )
         .spawn()
         .await;
     let wrong = [
@@ -730,21 +714,27 @@ async fn probe_exits_0_on_200_and_1_otherwise() {
             .output()
             .unwrap()
     };
-    let base = app.base.clone();
+    let (base, admin) = (app.base.clone(), app.admin.clone());
     let closed = format!("http://127.0.0.1:{}/readyz", crate::support::free_port());
-    let (ready, missing, refused) = tokio::task::spawn_blocking(move || {
-        (
-            probe(format!("{base}/readyz")),
-            probe(format!("{base}/nowhere")),
-            probe(closed),
-        )
-    })
-    .await
-    .unwrap();
+    let (ready, missing, refused, metrics, public_metrics) =
+        tokio::task::spawn_blocking(move || {
+            (
+                probe(format!("{base}/readyz")),
+                probe(format!("{base}/nowhere")),
+                probe(closed),
+                probe(format!("{admin}/metrics")),
+                probe(format!("{base}/metrics")),
+            )
+        })
+        .await
+        .unwrap();
     assert_eq!(ready.status.code(), Some(0), "{ready:?}");
     assert!(String::from_utf8_lossy(&ready.stdout).starts_with("200 "));
     assert_eq!(missing.status.code(), Some(1), "404 is not healthy");
     assert_eq!(refused.status.code(), Some(1), "nothing listening");
+    // Metrics are on the operator listener, not the public one.
+    assert_eq!(metrics.status.code(), Some(0), "{metrics:?}");
+    assert_eq!(public_metrics.status.code(), Some(1));
 }
 
 // ---- SIGTERM during load ----
@@ -837,14 +827,7 @@ async fn sigterm_during_load_drains_finishes_the_crm_batch_and_loses_no_acknowle
     assert_eq!(draining.error(), "draining");
 
     let mut app = app;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = app.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = app.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0), "a clean exit");
     let mut acked = Vec::new();
     for s in senders {
@@ -934,13 +917,6 @@ async fn sigterm_still_stops_the_process_when_its_stdout_and_stderr_are_closed()
         assert_eq!(status, Some(202), "delivery {i} with the log pipes closed");
     }
     app.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = app.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = app.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0));
 }

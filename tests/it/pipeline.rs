@@ -45,7 +45,7 @@ where
 }
 
 async fn admin_get(app: &TestApp, path: &str, token: Option<&str>) -> Reply {
-    let mut req = app.client.get(format!("{}{path}", app.base));
+    let mut req = app.client.get(format!("{}{path}", app.admin));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -55,7 +55,7 @@ async fn admin_get(app: &TestApp, path: &str, token: Option<&str>) -> Reply {
 async fn admin_post(app: &TestApp, path: &str, body: Value) -> Reply {
     let req = app
         .client
-        .post(format!("{}{path}", app.base))
+        .post(format!("{}{path}", app.admin))
         .bearer_auth(ADMIN)
         .json(&body);
     crate::support::reply(req.send().await.unwrap()).await

@@ -109,14 +109,7 @@ async fn sigterm_turns_readiness_off_and_exits_cleanly() {
     let client = reqwest::Client::new();
     assert_eq!(post_typeform(&client, &app.base, 7).await, 202);
     app.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = app.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = app.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
     assert_eq!(count_events(&dir.path().join("data/leadgate.db")), 1);
     // A clean close checkpoints the WAL into the main file.

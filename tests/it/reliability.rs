@@ -41,14 +41,7 @@ fn outage() -> Duration {
 }
 
 async fn metrics_of(app: &ChildApp) -> Vec<Sample> {
-    let res = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(res.status(), 200);
-    samples(&res.text().await.expect("metrics text"))
+    samples(&app.metrics_text().await)
 }
 
 fn hubspot_requests(m: &[Sample], status: &str) -> f64 {

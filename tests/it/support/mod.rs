@@ -1,5 +1,6 @@
-//! Test harness: start the real app on a free port with a temporary store, or the real binary as
-//! a child process (for signals), and talk to it over HTTP.
+//! Test harness: start the real app on free ports with a temporary store, or the real binary as
+//! a child process (for signals), and talk to it over HTTP: webhooks and probes at `base` (the
+//! public listener), metrics and the admin API at `admin` (the operator listener).
 
 #![allow(dead_code)]
 
@@ -30,6 +31,8 @@ pub struct AppBuilder {
     env: BTreeMap<String, String>,
     /// `[log] level`; `warn` unless a test raises it.
     log_level: Option<String>,
+    /// `admin_listen` = `listen`: one listener serves everything.
+    shared_listener: bool,
 }
 
 impl AppBuilder {
@@ -54,9 +57,26 @@ impl AppBuilder {
         self
     }
 
-    fn text(&self, listen: &str) -> String {
+    /// Serves the operator surface on the public listener (`admin_listen` = `listen`).
+    pub fn shared_listener(mut self) -> Self {
+        self.shared_listener = true;
+        self
+    }
+
+    /// The public and operator addresses: distinct free ports, or one port when shared.
+    fn addresses(&self, pick: impl Fn() -> String) -> (String, String) {
+        let listen = pick();
+        let admin = if self.shared_listener {
+            listen.clone()
+        } else {
+            pick()
+        };
+        (listen, admin)
+    }
+
+    fn text(&self, (listen, admin): &(String, String)) -> String {
         format!(
-            "[server]\nlisten = \"{listen}\"\npublic_url = \"{PUBLIC_URL}\"\nworkers = 1\nshutdown_timeout_secs = 5\n\
+            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\npublic_url = \"{PUBLIC_URL}\"\nworkers = 1\nshutdown_timeout_secs = 5\n\
              [store]\nurl = \"sqlite://data/leadgate.db\"\n[log]\nlevel = \"{}\"\n{}\n",
             self.log_level.as_deref().unwrap_or("warn"),
             self.sections.join("\n")
@@ -64,7 +84,15 @@ impl AppBuilder {
     }
 
     pub fn config(&self, dir: &Path) -> Config {
-        Config::from_toml(&self.text("127.0.0.1:0"), "test.toml", dir, &self.env)
+        // Port 0 (any free port) for each listener; a shared one needs a real port.
+        let addresses = self.addresses(|| {
+            if self.shared_listener {
+                format!("127.0.0.1:{}", free_port())
+            } else {
+                "127.0.0.1:0".into()
+            }
+        });
+        Config::from_toml(&self.text(&addresses), "test.toml", dir, &self.env)
             .expect("test config is valid")
     }
 
@@ -76,12 +104,14 @@ impl AppBuilder {
             .await
             .expect("app builds");
         let port = app.port();
+        let admin_port = app.admin_port();
         let stopper = app.stopper();
         let engine = app.engine();
         let handle = tokio::spawn(app.run_until_stopped());
         TestApp {
             base: format!("http://127.0.0.1:{port}"),
             port,
+            admin: format!("http://127.0.0.1:{admin_port}"),
             dir,
             config,
             engine,
@@ -105,9 +135,9 @@ impl AppBuilder {
     }
 
     fn spawn_child(self, dir: &Path, out: Stdio, err: Stdio, clean_log_env: bool) -> ChildApp {
-        let port = free_port();
+        let addresses = self.addresses(|| format!("127.0.0.1:{}", free_port()));
         let path = dir.join("leadgate.toml");
-        std::fs::write(&path, self.text(&format!("127.0.0.1:{port}"))).expect("write config");
+        std::fs::write(&path, self.text(&addresses)).expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_leadgate"));
         cmd.arg("--config").arg(&path).arg("serve").envs(&self.env);
         if clean_log_env {
@@ -120,7 +150,8 @@ impl AppBuilder {
             .expect("leadgate starts");
         let app = ChildApp {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{}", addresses.0),
+            admin: format!("http://{}", addresses.1),
             config_path: path,
             client: reqwest::Client::new(),
         };
@@ -137,8 +168,11 @@ pub fn free_port() -> u16 {
 }
 
 pub struct TestApp {
+    /// The public listener: webhooks and probes.
     pub base: String,
     pub port: u16,
+    /// The operator listener: metrics and the admin API.
+    pub admin: String,
     pub dir: TempDir,
     pub config: Config,
     /// The running app's mappings and rules (tests reload them).
@@ -213,6 +247,11 @@ impl TestApp {
         .await
     }
 
+    /// `GET /metrics` on the operator listener, as text.
+    pub async fn metrics_text(&self) -> String {
+        metrics_text(&self.client, &self.admin).await
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data/leadgate.db")
     }
@@ -221,6 +260,16 @@ impl TestApp {
     pub fn count_events(&self) -> i64 {
         count_events(&self.db_path())
     }
+}
+
+async fn metrics_text(client: &reqwest::Client, admin: &str) -> String {
+    let res = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(res.status(), 200);
+    res.text().await.expect("metrics text")
 }
 
 pub fn count_events(db: &Path) -> i64 {
@@ -249,7 +298,10 @@ pub fn assert_each_stored_once(db: &Path, keys: impl IntoIterator<Item = String>
 /// The real binary running as a child process.
 pub struct ChildApp {
     pub child: Child,
+    /// The public listener: webhooks and probes.
     pub base: String,
+    /// The operator listener: metrics and the admin API.
+    pub admin: String,
     pub config_path: PathBuf,
     pub client: reqwest::Client,
 }
@@ -265,6 +317,23 @@ impl ChildApp {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("leadgate did not become healthy");
+    }
+
+    /// `GET /metrics` on the operator listener, as text.
+    pub async fn metrics_text(&self) -> String {
+        metrics_text(&self.client, &self.admin).await
+    }
+
+    /// Waits for the process to exit (after a signal), failing the test after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit after the signal");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub fn signal(&self, sig: &str) {
