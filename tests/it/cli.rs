@@ -131,40 +131,6 @@ const CONTACT_FORM: &str = r#"{"form": "contact", "submission_id": "sub_map_vs_w
               "title": "Head of Sales Operations", "company_size": "201-500", "country": "de"},
   "answers": {"timeline": "Within 3 months"}}"#;
 
-/// One request as a fake CRM or receiver captured it.
-#[derive(Debug)]
-struct Wire {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl From<fake_crm::Arrival> for Wire {
-    fn from(a: fake_crm::Arrival) -> Self {
-        Wire {
-            method: a.method,
-            path: a.path,
-            query: a.query,
-            headers: a.headers,
-            body: a.body,
-        }
-    }
-}
-
-impl From<fake_crm::receiver::Received> for Wire {
-    fn from(r: fake_crm::receiver::Received) -> Self {
-        Wire {
-            method: r.method,
-            path: r.path,
-            query: r.query,
-            headers: r.headers,
-            body: r.body,
-        }
-    }
-}
-
 /// Headers the HTTP client adds to every request (README: `map` shows all the others).
 const TRANSPORT: &[&str] = &["host", "content-length", "accept", "user-agent"];
 
@@ -206,14 +172,14 @@ async fn map_prints_exactly_the_requests_each_connector_sends() {
         &'static str,
         String,
         Vec<(&'static str, String)>,
-        Box<dyn Fn() -> Vec<Wire> + 'a>,
+        Box<dyn Fn() -> Vec<fake_crm::Arrival> + 'a>,
     );
     let connectors: Vec<Connector<'_>> = vec![
         (
             "hubspot",
             format!("kind = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"HS\"", hubspot.base_url),
             vec![("HS", hubspot.token())],
-            Box::new(|| hubspot.arrivals().into_iter().map(Wire::from).collect()),
+            Box::new(|| hubspot.arrivals()),
         ),
         (
             "salesforce",
@@ -222,13 +188,13 @@ async fn map_prints_exactly_the_requests_each_connector_sends() {
                 salesforce.base_url
             ),
             vec![("SF_ID", "sf-client".into()), ("SF_SECRET", "sf-secret".into())],
-            Box::new(|| salesforce.arrivals().into_iter().map(Wire::from).collect()),
+            Box::new(|| salesforce.arrivals()),
         ),
         (
             "pipedrive",
             format!("kind = \"pipedrive\"\nbase_url = \"{}\"\ntoken_env = \"PD\"", pipedrive.base_url),
             vec![("PD", "pd-test-token".into())],
-            Box::new(|| pipedrive.arrivals().into_iter().map(Wire::from).collect()),
+            Box::new(|| pipedrive.arrivals()),
         ),
         (
             "webhook",
@@ -237,7 +203,7 @@ async fn map_prints_exactly_the_requests_each_connector_sends() {
                 receiver.base_url
             ),
             vec![("WH", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())],
-            Box::new(|| receiver.received().into_iter().map(Wire::from).collect()),
+            Box::new(|| receiver.received()),
         ),
     ];
     for (kind, crm, vars, captured) in connectors {

@@ -344,10 +344,13 @@ fn map_reports_an_unmappable_payload_and_exits_1() {
     );
 }
 
-/// `leadgate check` without the process's secrets (the shell of CI or of an admin's laptop).
-fn check_without_secrets(dir: &Path) -> (i32, String, String) {
+/// `leadgate check` on `settings` (with `mapping` as `mappings/forms.toml`) without the
+/// process's secrets, as in the shell of CI or of an admin's laptop.
+fn check_without_secrets(settings: &str, mapping: &str) -> (i32, String, String) {
+    let dir = admin_dir(mapping);
+    std::fs::write(dir.path().join("leadgate.toml"), settings).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_leadgate"))
-        .current_dir(dir)
+        .current_dir(dir.path())
         .arg("check")
         .env_remove("TF_SECRET")
         .env_remove("LEADGATE_CONFIG")
@@ -365,17 +368,14 @@ fn check_validates_the_mapping_of_a_source_whose_secret_is_unset() {
     // Issue 11, item 1: an optional source with its secret unset had its mapping skipped, so a
     // broken mapping passed `check`.
     for optional in ["optional = true\n", ""] {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("leadgate.toml"),
-            format!("[[sources]]\nname = \"forms\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\nmapping = \"bad.toml\"\n{optional}"),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("bad.toml"), "[[lead]]\nemail = \"$.e[\"\n").unwrap();
-        let (code, stdout, stderr) = check_without_secrets(dir.path());
+        let settings = format!("[[sources]]\nname = \"forms\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\nmapping = \"mappings/forms.toml\"\n{optional}");
+        let (code, stdout, stderr) =
+            check_without_secrets(&settings, "[[lead]]\nemail = \"$.e[\"\n");
         assert_eq!(code, 1, "{optional:?}: stdout: {stdout}\nstderr: {stderr}");
         assert!(
-            stderr.starts_with("error: bad.toml: lead.email: \"$.e[\" is not a valid JSONPath"),
+            stderr.starts_with(
+                "error: mappings/forms.toml: lead.email: \"$.e[\" is not a valid JSONPath"
+            ),
             "{stderr}"
         );
         // The unset variable is reported, as a warning naming the key and the variable.
@@ -388,14 +388,11 @@ fn check_validates_the_mapping_of_a_source_whose_secret_is_unset() {
 
 #[test]
 fn check_passes_without_secrets_and_runs_every_mapping_test() {
-    let dir = admin_dir(WITH_A_TEST);
-    std::fs::write(
-        dir.path().join("leadgate.toml"),
+    let (code, stdout, stderr) = check_without_secrets(
         "[[sources]]\nname = \"forms\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\nmapping = \"mappings/forms.toml\"\n\
          [crm]\nkind = \"hubspot\"\ntoken_env = \"HS_TOKEN_NOT_SET\"\n",
-    )
-    .unwrap();
-    let (code, stdout, stderr) = check_without_secrets(dir.path());
+        WITH_A_TEST,
+    );
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stdout.contains("(1 sources, 1 with a mapping; 1 mapping tests passed)"),
@@ -409,13 +406,10 @@ fn check_passes_without_secrets_and_runs_every_mapping_test() {
 
 #[test]
 fn check_without_secrets_still_checks_the_scheme_options() {
-    let dir = admin_dir(WITH_A_TEST);
-    std::fs::write(
-        dir.path().join("leadgate.toml"),
+    let (code, _, stderr) = check_without_secrets(
         "[[sources]]\nname = \"forms\"\nscheme = \"hmac\"\nsecret_env = \"TF_SECRET\"\nheader = \"X-Sig\"\nalgorithm = \"md5\"\nmapping = \"mappings/forms.toml\"\n",
-    )
-    .unwrap();
-    let (code, _, stderr) = check_without_secrets(dir.path());
+        WITH_A_TEST,
+    );
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.starts_with("error: leadgate.toml: sources[0].algorithm:"),

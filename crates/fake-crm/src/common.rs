@@ -41,6 +41,14 @@ impl Arrival {
             status,
         }
     }
+
+    /// A header's value; names are case-insensitive.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A one-off misbehaviour for the next request(s).

@@ -7,29 +7,10 @@ use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::common::{lock, start, Fault, Reply, Running};
+use crate::common::{lock, start, Arrival, Fault, Reply, Running};
 
-/// One received request.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: Instant,
-    pub method: String,
-    pub path: String,
-    /// The raw query string (empty when none).
-    pub query: String,
-    /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// One received request (with what it was answered).
+pub type Received = Arrival;
 
 #[derive(Debug, Default)]
 struct State {
@@ -82,20 +63,10 @@ impl FakeReceiver {
 
 async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) -> HttpResponse {
     let mut s = lock(&state);
-    s.received.push(Received {
-        at: Instant::now(),
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        query: req.query_string().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: body.to_vec(),
-    });
+    let now = Instant::now();
     if !s.redirects.is_empty() {
         let (status, location) = s.redirects.remove(0);
+        s.received.push(Arrival::new(&req, &body, now, status));
         return Reply::empty(status)
             .header("location", location)
             .into_response();
@@ -104,5 +75,6 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
         Some(Fault::Status(st)) => st,
         _ => 200,
     };
+    s.received.push(Arrival::new(&req, &body, now, status));
     Reply::empty(status).into_response()
 }
