@@ -55,6 +55,7 @@ fn update(i: usize) -> CrmUpdate {
         reason: "MQL: fit 40; engagement 20".into(),
         disqualified: None,
         changes: vec![Change::Created],
+        at: None,
     }
 }
 

@@ -96,11 +96,7 @@ impl TokenGuard<DefaultClock> {
 
 impl<C: Clock + Clone> TokenGuard<C> {
     pub fn with_clock(token: Secret, limit: RateLimit, clock: C) -> Self {
-        metrics::describe_counter!(
-            "leadgate_admin_auth_failures_total",
-            "Admin requests refused for a missing or wrong bearer token: outcome=\"unauthorized\" \
-             (401) or \"rate_limited\" (429: too many from that client address)"
-        );
+        // Its HELP line is in telemetry::METRIC_DOCS, with every other family's.
         let now = clock.now();
         TokenGuard {
             token,

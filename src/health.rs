@@ -24,6 +24,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz));
 }
 
+/// `GET /metrics` (mounted with the operator routes): the recorded families plus the queue
+/// gauges, read from the store when scraped.
+pub async fn metrics(health: web::Data<Health>) -> HttpResponse {
+    crate::telemetry::render_metrics(health.store.as_ref()).await
+}
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }

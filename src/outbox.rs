@@ -41,4 +41,8 @@ pub struct CrmUpdate {
     pub reason: String,
     pub disqualified: Option<String>,
     pub changes: Vec<Change>,
+    /// When the lead reached this state (the decision's time): the time of the `lead.updated`
+    /// event, the same on every retry. None in updates queued before leadgate recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }

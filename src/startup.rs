@@ -334,7 +334,8 @@ struct OperatorRoutes {
 
 impl OperatorRoutes {
     fn configure(&self, cfg: &mut web::ServiceConfig) {
-        cfg.route("/metrics", web::get().to(telemetry::render_metrics));
+        // Its queue gauges are read from the store: Health is on every listener that mounts this.
+        cfg.route("/metrics", web::get().to(crate::health::metrics));
         if let Some(a) = &self.admin {
             admin::routes(cfg, a.clone());
         }

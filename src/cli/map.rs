@@ -1,9 +1,10 @@
 //! `leadgate map --source S --payload F`: a dry run of one event through the pipeline. The
 //! payload file is decoded as ingest decodes that source's bodies, mapped with the source's
 //! mapping, qualified against the rules as a new lead, and printed as JSON:
-//! `{"source", "mapped": {"leads", "engagements"}, "qualification": [...], "crm": {"requests"}}`
-//! where `crm.requests` are the exact requests the configured connector would send (credentials
-//! redacted). Nothing is stored or sent. An event that cannot be mapped prints `"mapped": null`
+//! `{"source", "mapped": {"leads", "engagements"}, "qualification": [...], "crm": {"connector",
+//! "requests", "withheld"}}` where `crm.requests` are the exact requests the configured connector
+//! would send (credentials redacted) and `crm.withheld` says, per lead, why nothing is sent for it
+//! (`disqualified (...)`, or no change `queue_on` sends). Nothing is stored or sent. An event that cannot be mapped prints `"mapped": null`
 //! and the reason, and exits 1.
 
 use std::io::Write;
@@ -32,14 +33,15 @@ pub struct Args {
 }
 
 pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(config)?;
-    let source = config.source(&args.source).with_context(|| {
+    // A dry run verifies and sends nothing, so it needs no secrets.
+    let config = super::load_config_without_secrets(config)?;
+    let (mapping, limits) = config.source_mapping(&args.source).with_context(|| {
         format!(
-            "{}: sources: no source named {:?} (is its secret variable set?)",
+            "{}: sources: no source named {:?}",
             config.origin, args.source
         )
     })?;
-    let mapping = source.mapping.as_deref().with_context(|| {
+    let mapping = mapping.with_context(|| {
         format!(
             "{}: source {:?} has no mapping; add mapping = \"mappings/<file>.toml\" to it",
             config.origin, args.source
@@ -62,7 +64,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             )
         })?,
     };
-    let value = decode::decode(Some(&content_type), &body, &source.decode)
+    let value = decode::decode(Some(&content_type), &body, limits)
         .with_context(|| {
             format!(
                 "{}: does not decode as {content_type}",
@@ -80,9 +82,14 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         Ok(mapped) => {
             let mut decisions = Vec::new();
             let mut updates = Vec::new();
+            let mut withheld = Vec::new();
             for (email, (patches, engagements)) in by_lead(mapped.clone()) {
                 let d = qualify(&rules, None, &patches, &engagements, now)?;
-                updates.extend(crm_update_for(&d, &rules, &config.crm, 1));
+                // A new lead: the CRM has never heard of it.
+                match crm_update_for(&d, &rules, &config.crm, 1, false) {
+                    Ok(update) => updates.push(update),
+                    Err(why) => withheld.push(json!({ "email": email, "reason": why.to_string() })),
+                }
                 decisions.push(json!({ "email": email, "decision": d }));
             }
             let requests = preview(&config.crm, &updates)?;
@@ -91,7 +98,11 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
                     "source": args.source,
                     "mapped": mapped,
                     "qualification": decisions,
-                    "crm": { "connector": config.crm.target.as_str(), "requests": requests },
+                    "crm": {
+                        "connector": config.crm.target.as_str(),
+                        "requests": requests,
+                        "withheld": withheld,
+                    },
                 }),
                 ExitCode::SUCCESS,
             )

@@ -43,7 +43,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     if !args.dead_letters {
         anyhow::bail!("nothing to replay: pass --source NAME (stored events) or --dead-letters");
     }
-    let config = super::load_config(config)?;
+    let config = super::load_config_without_secrets(config)?;
     let ids = (!args.ids.is_empty()).then_some(args.ids);
     super::runtime()?.block_on(async move {
         let store = open_store(&config).await?;
@@ -98,8 +98,8 @@ fn replay_events(
     since: Option<String>,
     all: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(config)?;
-    if config.source(&source).is_none() {
+    let config = super::load_config_without_secrets(config)?;
+    if config.source_mapping(&source).is_none() {
         anyhow::bail!("{}: sources: no source named {source:?}", config.origin);
     }
     let since_ms = since.as_deref().map(parse_since).transpose()?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::source::{RateLimit, RawRate};
-use super::{non_zero, parse_base_url, EnvVars};
+use super::{non_zero, parse_base_url, EnvVars, UnsetSecrets};
 use crate::ingest::verify::Secret;
 use crate::lead::FieldName;
 use crate::outbox::Change;
@@ -208,6 +208,9 @@ pub struct CrmConfig {
     /// API base (or, for `webhook`, the URL posted to), without a trailing slash.
     pub base_url: String,
     pub auth: CrmAuth,
+    /// The variables holding the credentials, as `VAR (crm.key)` (names, never values), for
+    /// the message an operator sees when the CRM refuses them.
+    pub credentials: String,
     pub rate_limit: RateLimit,
     /// Pipedrive's person search has its own, lower limit.
     pub search_rate_limit: RateLimit,
@@ -306,20 +309,41 @@ fn key_err(key: &str, reason: impl Into<String>) -> KeyError {
     (format!("crm.{key}"), reason.into())
 }
 
-/// Reads a secret named by `key` (an env-var name) or explains which variable is missing.
-fn secret(env: &EnvVars, key: &str, var: &str, kind: CrmKind) -> Result<Secret, KeyError> {
-    env.get(var)
-        .filter(|v| !v.is_empty())
-        .map(|v| Secret::new(v.clone()))
-        .ok_or_else(|| {
-            key_err(
-                key,
-                format!(
-                    "environment variable {var} is not set (needed by the {} connector)",
-                    kind.as_str()
-                ),
-            )
-        })
+/// Reads the secrets the connector needs; an unset variable is an error, or, while only checking
+/// the settings ([`UnsetSecrets::Warn`]), a warning.
+struct Secrets<'a> {
+    env: &'a EnvVars,
+    kind: CrmKind,
+    unset: UnsetSecrets,
+    warnings: &'a mut Vec<String>,
+    /// `VAR (crm.key)` for each variable read, for messages about refused credentials.
+    named: Vec<String>,
+}
+
+impl Secrets<'_> {
+    /// The secret in `var` (named by `key`); `None` when it is unset and that is only a warning.
+    fn get(&mut self, key: &str, var: &str) -> Result<Option<Secret>, KeyError> {
+        self.named.push(format!("{var} (crm.{key})"));
+        if let Some(v) = self.env.get(var).filter(|v| !v.is_empty()) {
+            return Ok(Some(Secret::new(v.clone())));
+        }
+        let (key, reason) = key_err(
+            key,
+            format!(
+                "environment variable {var} is not set (needed by the {} connector)",
+                self.kind.as_str()
+            ),
+        );
+        match self.unset {
+            UnsetSecrets::Refuse => Err((key, reason)),
+            UnsetSecrets::Warn => {
+                self.warnings.push(format!(
+                    "{key}: {reason}; `leadgate serve` refuses to start without it"
+                ));
+                Ok(None)
+            }
+        }
+    }
 }
 
 fn required<'a>(v: &'a Option<String>, key: &str, kind: CrmKind) -> Result<&'a str, KeyError> {
@@ -329,7 +353,12 @@ fn required<'a>(v: &'a Option<String>, key: &str, kind: CrmKind) -> Result<&'a s
 }
 
 /// Parses the `[crm]` table; errors are `(dotted key, reason)`.
-pub(super) fn parse(table: toml::Table, env: &EnvVars) -> Result<CrmConfig, KeyError> {
+pub(super) fn parse(
+    table: toml::Table,
+    env: &EnvVars,
+    unset: UnsetSecrets,
+    warnings: &mut Vec<String>,
+) -> Result<CrmConfig, KeyError> {
     let raw: RawCrm = serde_path_to_error::deserialize(toml::Value::Table(table))
         .map_err(|e| (format!("crm.{}", e.path()), e.inner().message().to_string()))?;
     let kind = raw.kind;
@@ -374,6 +403,14 @@ pub(super) fn parse(table: toml::Table, env: &EnvVars) -> Result<CrmConfig, KeyE
         }
     };
 
+    let mut secrets = Secrets {
+        env,
+        kind,
+        unset,
+        warnings,
+        named: Vec::new(),
+    };
+    // Any credential left unset (only possible while checking) means no credentials at all.
     let auth = match kind {
         CrmKind::DryRun => CrmAuth::None,
         CrmKind::Hubspot if raw.refresh_token_env.is_some() => {
@@ -381,26 +418,23 @@ pub(super) fn parse(table: toml::Table, env: &EnvVars) -> Result<CrmConfig, KeyE
                 .token_url
                 .clone()
                 .unwrap_or_else(|| format!("{base_url}/oauth/v1/token"));
-            CrmAuth::OAuthRefresh {
-                token_url,
-                client_id: secret(
-                    env,
-                    "client_id_env",
-                    required(&raw.client_id_env, "client_id_env", kind)?,
-                    kind,
-                )?,
-                client_secret: secret(
-                    env,
-                    "client_secret_env",
-                    required(&raw.client_secret_env, "client_secret_env", kind)?,
-                    kind,
-                )?,
-                refresh_token: secret(
-                    env,
-                    "refresh_token_env",
-                    required(&raw.refresh_token_env, "refresh_token_env", kind)?,
-                    kind,
-                )?,
+            let id = required(&raw.client_id_env, "client_id_env", kind)?;
+            let secret = required(&raw.client_secret_env, "client_secret_env", kind)?;
+            let refresh = required(&raw.refresh_token_env, "refresh_token_env", kind)?;
+            match (
+                secrets.get("client_id_env", id)?,
+                secrets.get("client_secret_env", secret)?,
+                secrets.get("refresh_token_env", refresh)?,
+            ) {
+                (Some(client_id), Some(client_secret), Some(refresh_token)) => {
+                    CrmAuth::OAuthRefresh {
+                        token_url,
+                        client_id,
+                        client_secret,
+                        refresh_token,
+                    }
+                }
+                _ => CrmAuth::None,
             }
         }
         CrmKind::Hubspot | CrmKind::Pipedrive => {
@@ -409,7 +443,9 @@ pub(super) fn parse(table: toml::Table, env: &EnvVars) -> Result<CrmConfig, KeyE
                 .clone()
                 .or_else(|| kind.default_token_env().map(str::to_string))
                 .unwrap_or_default();
-            CrmAuth::Token(secret(env, "token_env", &var, kind)?)
+            secrets
+                .get("token_env", &var)?
+                .map_or(CrmAuth::None, CrmAuth::Token)
         }
         CrmKind::Salesforce => {
             let id_var = raw
@@ -420,18 +456,27 @@ pub(super) fn parse(table: toml::Table, env: &EnvVars) -> Result<CrmConfig, KeyE
                 .client_secret_env
                 .clone()
                 .unwrap_or_else(|| "SALESFORCE_CLIENT_SECRET".into());
-            CrmAuth::ClientCredentials {
-                token_url: raw
-                    .token_url
-                    .clone()
-                    .unwrap_or_else(|| format!("{base_url}/services/oauth2/token")),
-                client_id: secret(env, "client_id_env", &id_var, kind)?,
-                client_secret: secret(env, "client_secret_env", &secret_var, kind)?,
+            let token_url = raw
+                .token_url
+                .clone()
+                .unwrap_or_else(|| format!("{base_url}/services/oauth2/token"));
+            match (
+                secrets.get("client_id_env", &id_var)?,
+                secrets.get("client_secret_env", &secret_var)?,
+            ) {
+                (Some(client_id), Some(client_secret)) => CrmAuth::ClientCredentials {
+                    token_url,
+                    client_id,
+                    client_secret,
+                },
+                _ => CrmAuth::None,
             }
         }
         CrmKind::Webhook => {
             let var = required(&raw.secret_env, "secret_env", kind)?;
-            CrmAuth::SigningSecret(secret(env, "secret_env", var, kind)?)
+            secrets
+                .get("secret_env", var)?
+                .map_or(CrmAuth::None, CrmAuth::SigningSecret)
         }
     };
 
@@ -539,6 +584,7 @@ pub(super) fn parse(table: toml::Table, env: &EnvVars) -> Result<CrmConfig, KeyE
         target,
         base_url,
         auth,
+        credentials: secrets.named.join(", "),
         rate_limit,
         search_rate_limit,
         batch_size,
@@ -580,7 +626,12 @@ mod tests {
     }
 
     fn parse_str(text: &str, e: &EnvVars) -> Result<CrmConfig, KeyError> {
-        parse(text.parse().unwrap(), e)
+        parse(
+            text.parse().unwrap(),
+            e,
+            UnsetSecrets::Refuse,
+            &mut Vec::new(),
+        )
     }
 
     #[test]

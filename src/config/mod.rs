@@ -19,7 +19,8 @@ use serde::Deserialize;
 
 pub use self::crm::{CrmAuth, CrmConfig, CrmKind, RetrySettings, SalesforceSettings};
 use self::source::RawRate;
-pub use self::source::{RateLimit, SourceConfig, SourceName};
+pub use self::source::{RateLimit, SkippedSource, SourceConfig, SourceName};
+use crate::ingest::decode;
 use crate::ingest::verify::Secret;
 
 /// The shipped `leadgate.toml`, used when no file is given and none exists in the working directory.
@@ -36,6 +37,18 @@ pub fn process_env() -> EnvVars {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect()
+}
+
+/// What loading does when a secret's environment variable is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsetSecrets {
+    /// `serve` and the commands that sign or send: an error naming the key and the variable; an
+    /// `optional` source is skipped with a warning instead.
+    Refuse,
+    /// `check` and `map`, which read the settings but never verify or send: a warning per unset
+    /// variable. A source without its secret is listed in [`Config::skipped`] (its mapping is
+    /// still checked); the CRM connector gets no credentials ([`CrmAuth::None`]).
+    Warn,
 }
 
 /// A configuration error: where (file or variable), which key, and why.
@@ -160,6 +173,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub sources: Vec<SourceConfig>,
+    /// Sources not served because their secret variables are unset (see [`UnsetSecrets`]).
+    pub skipped: Vec<SkippedSource>,
     pub mapping: MappingSettings,
     pub qualification: QualificationSettings,
     pub pipeline: PipelineSettings,
@@ -341,6 +356,15 @@ pub(crate) fn non_zero(v: u32) -> Option<NonZeroU32> {
 impl Config {
     /// Loads settings from `path`, or from `./leadgate.toml`, or from the embedded defaults.
     pub fn load(path: Option<&Path>, env: &EnvVars) -> Result<Config, ConfigError> {
+        Self::load_with(path, env, UnsetSecrets::Refuse)
+    }
+
+    /// [`load`](Self::load), choosing what an unset secret variable means.
+    pub fn load_with(
+        path: Option<&Path>,
+        env: &EnvVars,
+        unset: UnsetSecrets,
+    ) -> Result<Config, ConfigError> {
         let (origin, base_dir, text) = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
@@ -360,7 +384,7 @@ impl Config {
                 EMBEDDED_DEFAULTS.to_string(),
             ),
         };
-        Self::from_toml(&text, &origin, &base_dir, env)
+        Self::from_toml_with(&text, &origin, &base_dir, env, unset)
     }
 
     /// Parses settings from TOML text; `origin` names it in errors, `base_dir` anchors relative paths.
@@ -369,6 +393,17 @@ impl Config {
         origin: &str,
         base_dir: &Path,
         env: &EnvVars,
+    ) -> Result<Config, ConfigError> {
+        Self::from_toml_with(text, origin, base_dir, env, UnsetSecrets::Refuse)
+    }
+
+    /// [`from_toml`](Self::from_toml), choosing what an unset secret variable means.
+    pub fn from_toml_with(
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+        env: &EnvVars,
+        unset: UnsetSecrets,
     ) -> Result<Config, ConfigError> {
         let mut tree: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigError::new(origin, toml_error_key(text, &e), e.message().to_string())
@@ -482,6 +517,7 @@ impl Config {
             ));
         }
         let mut sources: Vec<SourceConfig> = Vec::with_capacity(raw.sources.len());
+        let mut skipped: Vec<SkippedSource> = Vec::new();
         for (i, rs) in raw.sources.into_iter().enumerate() {
             let ctx = source::Context {
                 index: i,
@@ -489,18 +525,29 @@ impl Config {
                 public_url: &server.public_url,
                 default_body_limit: s.body_limit_bytes,
                 env,
+                unset,
             };
-            match rs.build(&ctx).map_err(|(key, reason)| err(&key, reason))? {
-                source::Built::Ready(sc) => {
-                    if sources.iter().any(|o| o.name == sc.name) {
-                        return Err(err(
-                            &format!("sources[{i}].name"),
-                            format!("{:?} is used by two sources", sc.name.as_str()),
-                        ));
-                    }
-                    sources.push(sc)
+            let built = rs.build(&ctx).map_err(|(key, reason)| err(&key, reason))?;
+            let name = match &built {
+                source::Built::Ready(sc) => &sc.name,
+                source::Built::Skipped(sk, _) => &sk.name,
+            };
+            let taken = sources.iter().map(|o| &o.name);
+            if taken
+                .chain(skipped.iter().map(|o| &o.name))
+                .any(|n| n == name)
+            {
+                return Err(err(
+                    &format!("sources[{i}].name"),
+                    format!("{:?} is used by two sources", name.as_str()),
+                ));
+            }
+            match built {
+                source::Built::Ready(sc) => sources.push(sc),
+                source::Built::Skipped(sk, warning) => {
+                    skipped.push(sk);
+                    warnings.push(warning);
                 }
-                source::Built::Skipped(why) => warnings.push(why),
             }
         }
 
@@ -529,7 +576,8 @@ impl Config {
             sweep_interval: (raw.pipeline.sweep_interval_secs > 0)
                 .then(|| Duration::from_secs(raw.pipeline.sweep_interval_secs)),
         };
-        let crm = crm::parse(raw.crm, env).map_err(|(key, reason)| err(&key, reason))?;
+        let crm = crm::parse(raw.crm, env, unset, &mut warnings)
+            .map_err(|(key, reason)| err(&key, reason))?;
 
         Ok(Config {
             origin: origin.to_string(),
@@ -539,6 +587,7 @@ impl Config {
             admin,
             log,
             sources,
+            skipped,
             mapping,
             qualification,
             pipeline,
@@ -549,6 +598,17 @@ impl Config {
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name.as_str() == name)
+    }
+
+    /// A source's mapping file and decode limits, whether it is served or skipped.
+    pub fn source_mapping(&self, name: &str) -> Option<(Option<&Path>, &decode::Limits)> {
+        let served = self.source(name).map(|s| (s.mapping.as_deref(), &s.decode));
+        served.or_else(|| {
+            self.skipped
+                .iter()
+                .find(|s| s.name.as_str() == name)
+                .map(|s| (s.mapping.as_deref(), &s.decode))
+        })
     }
 }
 
@@ -636,6 +696,44 @@ mod tests {
         let none = load(EMBEDDED_DEFAULTS, &env(&[])).unwrap();
         assert!(none.sources.is_empty());
         assert!(!none.warnings.is_empty());
+    }
+
+    #[test]
+    fn checking_keeps_sources_without_their_secrets_and_warns_instead_of_failing() {
+        let text = "[[sources]]\nname = \"tf\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\nmapping = \"m/tf.toml\"\n\
+                    [crm]\nkind = \"hubspot\"\n";
+        let c = Config::from_toml_with(
+            text,
+            "test.toml",
+            Path::new("/etc/lg"),
+            &env(&[]),
+            UnsetSecrets::Warn,
+        )
+        .unwrap();
+        assert!(c.sources.is_empty());
+        assert_eq!(c.skipped.len(), 1);
+        assert_eq!(
+            c.source_mapping("tf").and_then(|(m, _)| m),
+            Some(Path::new("/etc/lg/m/tf.toml"))
+        );
+        assert!(matches!(c.crm.auth, CrmAuth::None));
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].starts_with("sources[0].secret_env: environment variable TF_SECRET"));
+        assert!(c.warnings[1].starts_with("crm.token_env: environment variable HUBSPOT_TOKEN"));
+        // Serving needs them.
+        let e = load(text, &env(&[])).unwrap_err();
+        assert_eq!(e.key, "sources[0].secret_env");
+    }
+
+    #[test]
+    fn a_source_name_used_twice_is_refused_even_when_one_is_skipped() {
+        let one = "[[sources]]\nname = \"tf\"\nscheme = \"typeform\"\nsecret_env = \"A\"\noptional = true\n";
+        let e = load(
+            &format!("{one}{}", one.replace("\"A\"", "\"B\"")),
+            &env(&[("B", "x")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "sources[1].name");
     }
 
     #[test]

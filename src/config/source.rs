@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{non_zero, resolve, EnvVars};
+use super::{non_zero, resolve, EnvVars, UnsetSecrets};
 use crate::ingest::decode::{self, EventIdPath};
 use crate::ingest::verify::{self, SchemeOptions, Secret, Verifier};
 
@@ -172,15 +172,27 @@ pub(super) struct Context<'a> {
     pub public_url: &'a str,
     pub default_body_limit: usize,
     pub env: &'a EnvVars,
+    pub unset: UnsetSecrets,
+}
+
+/// A source that is not served because its secret variables are unset: an `optional` source, or
+/// any source while `leadgate check` runs. Kept so its mapping is still checked.
+#[derive(Debug, Clone)]
+pub struct SkippedSource {
+    pub name: SourceName,
+    pub mapping: Option<PathBuf>,
+    pub decode: decode::Limits,
 }
 
 pub(super) enum Built {
     Ready(SourceConfig),
-    Skipped(String),
+    /// Not served; the warning says which variable is unset and what that means.
+    Skipped(SkippedSource, String),
 }
 
 impl RawSource {
-    /// Parses the entry; errors are `(key, reason)`.
+    /// Parses the entry; errors are `(key, reason)`. Everything that does not need a secret is
+    /// checked first, so a source whose variables are unset is still checked as far as it can be.
     pub(super) fn build(self, cx: &Context<'_>) -> Result<Built, (String, String)> {
         let key = |k: &str| format!("sources[{}].{k}", cx.index);
         let name = SourceName::parse(&self.name).map_err(|r| (key("name"), r))?;
@@ -194,73 +206,12 @@ impl RawSource {
                 ),
             ));
         }
-
-        let mut secrets = Vec::new();
-        let mut missing: Vec<(&str, String)> = Vec::new();
-        if let Some(list) = &self.secret_env {
-            let names = list.names();
-            if names.is_empty() {
-                return Err((key("secret_env"), "names no variable".into()));
-            }
-            for var in names {
-                match cx.env.get(var).filter(|v| !v.is_empty()) {
-                    Some(v) => secrets.push(Secret::new(v.clone())),
-                    None => missing.push(("secret_env", var.to_string())),
-                }
-            }
-        } else if verify::needs_secret(scheme) {
+        if self.secret_env.is_none() && verify::needs_secret(scheme) {
             return Err((
                 key("secret_env"),
                 format!("scheme {scheme:?} needs secret_env, the variable holding its secret"),
             ));
         }
-        let public_key = match &self.public_key_env {
-            Some(var) => match cx.env.get(var).filter(|v| !v.is_empty()) {
-                Some(v) => Some(v.clone()),
-                None => {
-                    missing.push(("public_key_env", var.clone()));
-                    None
-                }
-            },
-            None => None,
-        };
-        if let Some((which, _)) = missing.first() {
-            let vars: Vec<&str> = missing.iter().map(|(_, v)| v.as_str()).collect();
-            let reason = format!(
-                "environment variable {} is not set (source {:?})",
-                vars.join(", "),
-                name.as_str()
-            );
-            if self.optional {
-                return Ok(Built::Skipped(format!(
-                    "source {:?} is skipped: {reason}",
-                    name.as_str()
-                )));
-            }
-            return Err((key(which), reason));
-        }
-
-        let opts = SchemeOptions {
-            header: self.header,
-            algorithm: self.algorithm,
-            encoding: self.encoding,
-            prefix: self.prefix,
-            template: self.template,
-            timestamp_header: self.timestamp_header,
-            timestamp_unit: self.timestamp_unit,
-            id_header: self.id_header,
-            tolerance_secs: self.tolerance_secs,
-            param: self.param,
-            username: self.username,
-            public_key,
-            version: self.version,
-            url_check: self.url_check,
-        };
-        let verifier = verify::build(scheme, &opts, secrets).map_err(|e| {
-            let k = if e.key == "scheme" { "scheme" } else { e.key };
-            (key(k), e.reason)
-        })?;
-
         let (url, url_is_exact) = match self.url {
             Some(u) => {
                 reqwest::Url::parse(&u)
@@ -280,23 +231,99 @@ impl RawSource {
             Some(r) => Some(r.parse().map_err(|e| (key("rate_limit"), e))?),
             None => None,
         };
-        let event_id_src = self
-            .event_id
-            .as_deref()
-            .or_else(|| verifier.default_event_id_path());
-        let event_id = match event_id_src {
-            Some(p) => Some(EventIdPath::parse(p).map_err(|e| {
+        let event_id_path = |p: &str| {
+            EventIdPath::parse(p).map_err(|e| {
                 (
                     key("event_id"),
                     format!("{p:?} is not an RFC 9535 JSONPath: {e}"),
                 )
-            })?),
-            None => None,
+            })
         };
+        let explicit_event_id = self.event_id.as_deref().map(event_id_path).transpose()?;
         let mut decode = decode::Limits::default();
         if let Some(f) = self.json_fields {
             decode.json_fields = f;
         }
+        let mapping = self.mapping.map(|m| resolve(cx.base_dir, &m));
+
+        let mut secrets = Vec::new();
+        let mut missing: Vec<(&str, String)> = Vec::new();
+        if let Some(list) = &self.secret_env {
+            let names = list.names();
+            if names.is_empty() {
+                return Err((key("secret_env"), "names no variable".into()));
+            }
+            for var in names {
+                match cx.env.get(var).filter(|v| !v.is_empty()) {
+                    Some(v) => secrets.push(Secret::new(v.clone())),
+                    None => missing.push(("secret_env", var.to_string())),
+                }
+            }
+        }
+        let public_key = match &self.public_key_env {
+            Some(var) => match cx.env.get(var).filter(|v| !v.is_empty()) {
+                Some(v) => Some(v.clone()),
+                None => {
+                    missing.push(("public_key_env", var.clone()));
+                    None
+                }
+            },
+            None => None,
+        };
+        let opts = SchemeOptions {
+            header: self.header,
+            algorithm: self.algorithm,
+            encoding: self.encoding,
+            prefix: self.prefix,
+            template: self.template,
+            timestamp_header: self.timestamp_header,
+            timestamp_unit: self.timestamp_unit,
+            id_header: self.id_header,
+            tolerance_secs: self.tolerance_secs,
+            param: self.param,
+            username: self.username,
+            public_key,
+            version: self.version,
+            url_check: self.url_check,
+        };
+        let option_error = |e: verify::OptionError| {
+            let k = if e.key == "scheme" { "scheme" } else { e.key };
+            (key(k), e.reason)
+        };
+
+        if let Some((which, _)) = missing.first() {
+            let vars: Vec<&str> = missing.iter().map(|(_, v)| v.as_str()).collect();
+            let reason = format!(
+                "environment variable {} is not set (source {:?})",
+                vars.join(", "),
+                name.as_str()
+            );
+            let consequence = match (self.optional, cx.unset) {
+                (true, _) => "the source is skipped until it is",
+                (false, UnsetSecrets::Warn) => "`leadgate serve` refuses to start without it",
+                (false, UnsetSecrets::Refuse) => return Err((key(which), reason)),
+            };
+            let warning = format!("{}: {reason}; {consequence}", key(which));
+            if cx.unset == UnsetSecrets::Warn {
+                // The scheme's options are still checked, with a stand-in for the secret.
+                verify::check_options(scheme, &opts).map_err(option_error)?;
+            }
+            let skipped = SkippedSource {
+                name,
+                mapping,
+                decode,
+            };
+            return Ok(Built::Skipped(skipped, warning));
+        }
+
+        let verifier = verify::build(scheme, &opts, secrets).map_err(option_error)?;
+        let event_id = match explicit_event_id {
+            Some(p) => Some(p),
+            None => verifier
+                .default_event_id_path()
+                .map(event_id_path)
+                .transpose()?,
+        };
         Ok(Built::Ready(SourceConfig {
             name,
             verifier: Arc::from(verifier),
@@ -305,7 +332,7 @@ impl RawSource {
             body_limit,
             rate_limit,
             event_id,
-            mapping: self.mapping.map(|m| resolve(cx.base_dir, &m)),
+            mapping,
             decode,
         }))
     }

@@ -30,9 +30,19 @@ pub enum PauseReason {
     NotLeader,
     /// The store's shared quota cannot be reached: nothing is sent without a token.
     QuotaUnavailable,
+    /// The webhook receiver answered 410 Gone: stopped until an operator resumes delivery.
+    EndpointGone,
 }
 
 impl PauseReason {
+    /// Every reason (metrics register each at 0).
+    pub const ALL: [PauseReason; 4] = [
+        PauseReason::RateLimited,
+        PauseReason::DailyLimit,
+        PauseReason::Auth,
+        PauseReason::EndpointGone,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PauseReason::RateLimited => "rate_limited",
@@ -40,6 +50,7 @@ impl PauseReason {
             PauseReason::Auth => "auth",
             PauseReason::NotLeader => "not_leader",
             PauseReason::QuotaUnavailable => "quota_unavailable",
+            PauseReason::EndpointGone => "endpoint_gone",
         }
     }
 }
@@ -66,6 +77,55 @@ pub fn paced_quota(limit: &RateLimit) -> Quota {
         .allow_burst(NonZeroU32::MIN)
 }
 
+/// How long delivery pauses after the CRM refused the credentials before trying again (in case
+/// they were fixed meanwhile).
+pub const AUTH_PAUSE: Duration = Duration::from_secs(60);
+
+/// How often the "credentials refused" line may repeat while the CRM keeps refusing them.
+pub const AUTH_LOG_EVERY: Duration = Duration::from_secs(600);
+
+/// Lets a repeating alarm through once per interval, counting what it held back.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// `Some(held back since the last one)` when the alarm may be raised at `now`.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(at) if now.saturating_duration_since(at) < self.every => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+
+    /// Whether an alarm was raised (and not [`reset`](Self::reset) since).
+    pub fn raised(&self) -> bool {
+        self.last.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        self.last = None;
+        self.held = 0;
+    }
+}
+
 /// The deployment-wide quota: the store's bucket, taken under this replica's lease.
 pub struct SharedQuota {
     pub store: Arc<dyn Store>,
@@ -81,6 +141,8 @@ pub struct Limiter {
     rate: DefaultDirectRateLimiter,
     gate: Mutex<Option<Pause>>,
     shared: OnceLock<SharedQuota>,
+    /// The operator's alarm for refused credentials (metrics alone are easy to miss).
+    auth_alarm: Mutex<Throttle>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -98,6 +160,42 @@ impl Limiter {
             rate: RateLimiter::direct(paced_quota(limit)),
             gate: Mutex::new(None),
             shared: OnceLock::new(),
+            auth_alarm: Mutex::new(Throttle::new(AUTH_LOG_EVERY)),
+        }
+    }
+
+    /// The CRM refused the credentials (401/403): pause delivery for [`AUTH_PAUSE`] and raise
+    /// the alarm. Retrying sooner could not help and only spends the quota.
+    pub fn credentials_refused(&self, crm: &str, status: u16, fix: &str) {
+        self.pause_for(AUTH_PAUSE, PauseReason::Auth);
+        self.alarm_credentials(crm, status, fix);
+    }
+
+    /// One ERROR line an operator tailing the logs cannot miss: the connector, the status and
+    /// what to fix (variable names, never a value), at most once per [`AUTH_LOG_EVERY`] while
+    /// the CRM keeps refusing, so it cannot flood the log.
+    pub fn alarm_credentials(&self, crm: &str, status: u16, fix: &str) {
+        let Ok(mut alarm) = self.auth_alarm.lock() else {
+            return;
+        };
+        if let Some(held_back) = alarm.allow(Instant::now()) {
+            tracing::error!(
+                crm,
+                status,
+                repeats_not_logged = held_back,
+                "{crm} refused leadgate's credentials ({status}): {fix}"
+            );
+        }
+    }
+
+    /// Records were delivered: if the credentials alarm was raised, say it is over (the next
+    /// refusal raises it again at once).
+    pub fn credentials_accepted(&self, crm: &str) {
+        if let Ok(mut alarm) = self.auth_alarm.lock() {
+            if alarm.raised() {
+                alarm.reset();
+                tracing::info!(crm, "the CRM accepts leadgate's credentials again");
+            }
         }
     }
 
@@ -172,6 +270,23 @@ impl Limiter {
         }
     }
 
+    /// Closes the gate until [`resume`](Self::resume) (the far future, in practice).
+    pub fn pause_until_resumed(&self, reason: PauseReason) {
+        let decade = Duration::from_secs(10 * 365 * 86_400);
+        let now = Instant::now();
+        self.pause(
+            now.checked_add(decade).unwrap_or(now + AUTH_LOG_EVERY),
+            reason,
+        );
+    }
+
+    /// Opens the gate now, whatever closed it.
+    pub fn resume(&self) {
+        if let Ok(mut g) = self.gate.lock() {
+            *g = None;
+        }
+    }
+
     /// [`pause`](Self::pause) for `wait` from now.
     pub fn pause_for(&self, wait: Duration, reason: PauseReason) {
         self.pause(Instant::now() + wait, reason);
@@ -225,6 +340,21 @@ mod tests {
         assert_eq!(q.replenish_interval(), Duration::from_secs(10) / 99);
         let one = paced_quota(&limit(1, 2));
         assert_eq!(one.replenish_interval(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_credentials_alarm_is_raised_once_per_interval_and_counts_what_it_held_back() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(Duration::from_secs(600));
+        assert_eq!(t.allow(t0), Some(0));
+        for s in 1..=9 {
+            // The worker retries every AUTH_PAUSE: nine more refusals in ten minutes.
+            assert_eq!(t.allow(t0 + Duration::from_secs(60 * s)), None);
+        }
+        assert_eq!(t.allow(t0 + Duration::from_secs(600)), Some(9));
+        assert!(t.raised());
+        t.reset();
+        assert_eq!(t.allow(t0 + Duration::from_secs(601)), Some(0));
     }
 
     #[tokio::test]

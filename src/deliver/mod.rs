@@ -10,6 +10,7 @@
 //! every send is an upsert of the lead's newest state, sending it again cannot create a duplicate.
 
 pub mod crm;
+mod halt;
 pub mod lease;
 pub mod limiter;
 pub mod retry;
@@ -23,12 +24,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::crm::{BuildError, Connector, Item};
+use self::halt::Halt;
 use self::lease::Leadership;
-use self::limiter::{Limiter, Pause, SharedQuota};
+use self::limiter::{Limiter, Pause, PauseReason, SharedQuota};
 use self::retry::{Failure, RetryPolicy};
 use crate::config::CrmConfig;
 use crate::store::outbox::now_ms;
-use crate::store::{OutboxDepth, Outcome, RecordResult, Store, StoreError};
+use crate::store::{Outcome, RecordResult, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -73,6 +75,8 @@ pub struct Worker {
     poll_interval: Duration,
     wake: Arc<Notify>,
     leadership: Arc<Leadership>,
+    /// Delivery stopped by a 410 Gone until an operator replays dead letters.
+    halt: Halt,
 }
 
 impl Worker {
@@ -115,6 +119,7 @@ impl Worker {
             poll_interval: config.poll_interval,
             wake: Arc::new(Notify::new()),
             leadership,
+            halt: Halt::default(),
         }
     }
 
@@ -139,7 +144,9 @@ impl Worker {
     /// Claims, sends and records one batch.
     pub async fn step(&self) -> Result<StepOutcome, DeliverError> {
         if let Some(p) = self.limiter.paused() {
-            return Ok(StepOutcome::Paused(p));
+            if !self.halt.resumed(&*self.store, &self.limiter).await? {
+                return Ok(StepOutcome::Paused(p));
+            }
         }
         let Some(fence) = self.leadership.fence().await? else {
             return Ok(StepOutcome::Standby);
@@ -153,7 +160,7 @@ impl Worker {
             other => other?,
         };
         if claimed.is_empty() {
-            let depth = self.report_depth().await?;
+            let depth = self.store.outbox_depth().await?;
             let next_due_in = depth
                 .next_due_at_ms
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
@@ -209,7 +216,13 @@ impl Worker {
             });
         }
         let now = now_ms();
-        let pause = self.limiter.paused().map(|p| p.until);
+        // A stop that only an operator lifts has no end to wait for: its records are due again
+        // as soon as it is lifted.
+        let pause = self
+            .limiter
+            .paused()
+            .filter(|p| p.reason != PauseReason::EndpointGone)
+            .map(|p| p.until);
         let crm = self.connector.name();
         let mut records = late;
         for ((item, (attempts, first, send_stage)), result) in items.iter().zip(meta).zip(results) {
@@ -249,16 +262,17 @@ impl Worker {
             }
             other => other?,
         };
+        self.halt.note(&*self.store, &self.limiter).await?;
         report.delivered = recorded.delivered;
         report.retried = recorded.retried;
         report.dead = recorded.dead;
         report.superseded = recorded.superseded;
+        if report.delivered > 0 {
+            // Records went through, so the credentials work (again).
+            self.limiter.credentials_accepted(crm);
+        }
         metrics::histogram!("leadgate_crm_batch_seconds", "crm" => crm)
             .record(started.elapsed().as_secs_f64());
-        // Also after every batch, not only when idle: under a backlog is when depth matters.
-        if let Err(e) = self.report_depth().await {
-            tracing::warn!(error = %e, "cannot read the outbox depth");
-        }
         if report.dead > 0 {
             tracing::warn!(
                 crm,
@@ -279,15 +293,6 @@ impl Worker {
         Ok(StepOutcome::Sent(report))
     }
 
-    /// Reads the outbox depth and sets the depth gauges.
-    async fn report_depth(&self) -> Result<OutboxDepth, StoreError> {
-        let depth = self.store.outbox_depth().await?;
-        metrics::gauge!("leadgate_outbox_pending").set(depth.pending as f64);
-        metrics::gauge!("leadgate_outbox_in_flight").set(depth.in_flight as f64);
-        metrics::gauge!("leadgate_dead_letters").set(depth.dead_letters as f64);
-        Ok(depth)
-    }
-
     /// Steps until `cancel` fires; a batch in progress is finished and recorded first.
     pub async fn run(self, cancel: CancellationToken) {
         let elector = tokio::spawn(Arc::clone(&self.leadership).run(cancel.clone()));
@@ -305,7 +310,11 @@ impl Worker {
                 Ok(StepOutcome::Idle { next_due_in }) => {
                     next_due_in.map_or(self.poll_interval, |d| d.min(self.poll_interval))
                 }
-                Ok(StepOutcome::Paused(p)) => p.until.saturating_duration_since(Instant::now()),
+                // Capped: a stop that only an operator lifts is looked at every poll.
+                Ok(StepOutcome::Paused(p)) => p
+                    .until
+                    .saturating_duration_since(Instant::now())
+                    .min(self.poll_interval),
                 Ok(StepOutcome::Standby) => {
                     tokio::select! {
                         _ = cancel.cancelled() => break,

@@ -31,6 +31,11 @@ pub struct Source {
 impl Source {
     pub fn new(cfg: SourceConfig) -> Self {
         let label = cfg.name.as_str().to_string();
+        // README's alert on refused signatures uses rate(): the series exist before the first.
+        for reason in ["invalid_signature", "missing_signature"] {
+            metrics::counter!("leadgate_webhooks_rejected_total", "source" => label.clone(), "reason" => reason)
+                .increment(0);
+        }
         Source {
             limiter: cfg
                 .rate_limit

@@ -121,15 +121,39 @@ impl MappingSet {
     /// a `mapping` that does not exist is an error naming the source. All errors in all files
     /// are returned, not just the first.
     pub fn load(config: &Config) -> Result<MappingSet, Vec<MappingError>> {
+        let served = config
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.mapping.as_deref(), &s.decode));
+        Self::load_sources(config, served)
+    }
+
+    /// [`load`](Self::load) plus the mappings of sources skipped because their secrets are unset
+    /// (`leadgate check` checks every mapping, whatever the environment holds).
+    pub fn load_every_source(config: &Config) -> Result<MappingSet, Vec<MappingError>> {
+        let served = config
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.mapping.as_deref(), &s.decode));
+        let skipped = config
+            .skipped
+            .iter()
+            .map(|s| (s.name.as_str(), s.mapping.as_deref(), &s.decode));
+        Self::load_sources(config, served.chain(skipped))
+    }
+
+    fn load_sources<'a>(
+        config: &Config,
+        sources: impl Iterator<Item = (&'a str, Option<&'a Path>, &'a Limits)>,
+    ) -> Result<MappingSet, Vec<MappingError>> {
         let region = parse_region(&config.mapping, &config.origin).map_err(|e| vec![e])?;
         let mut loader = Loader::new(region, &config.base_dir);
         let mut set = MappingSet::default();
         let mut errors = Vec::new();
-        for source in &config.sources {
-            let Some(path) = &source.mapping else {
+        for (name, path, decode) in sources {
+            let Some(path) = path else {
                 continue;
             };
-            let name = source.name.as_str();
             if !path.is_file() {
                 errors.push(MappingError {
                     file: config.origin.clone(),
@@ -138,7 +162,7 @@ impl MappingSet {
                 });
                 continue;
             }
-            match loader.load(path, name, &source.decode, false) {
+            match loader.load(path, name, decode, false) {
                 Ok(m) => set.add(name, m),
                 Err(e) => errors.extend(e),
             }

@@ -22,8 +22,7 @@ use crate::lead::{Email, Engagement, LeadPatch, Mapped};
 use crate::outbox::CrmUpdate;
 use crate::qualify::{qualify, Decision, LeadState, Rules};
 use crate::store::{
-    EventStatus, LeadChange, LeadFn, LeadInput, LeadRecord, LeadStep, Processed, Store, StoreError,
-    StoredEvent,
+    LeadChange, LeadFn, LeadInput, LeadRecord, LeadStep, Processed, Store, StoreError, StoredEvent,
 };
 
 /// What one step did.
@@ -91,13 +90,7 @@ impl Pipeline {
             .pending_events(None, self.settings.batch_size)
             .await?;
         if events.is_empty() {
-            metrics::gauge!("leadgate_inbox_pending").set(0.0);
             return Ok(Step::default());
-        }
-        if events.len() == self.settings.batch_size {
-            // A backlog: say how deep (one indexed count per full batch).
-            let waiting = self.store.count_events(EventStatus::Received).await?;
-            metrics::gauge!("leadgate_inbox_pending").set(waiting as f64);
         }
         // One engine for the whole batch: a reload never mixes mappings or rules within an event.
         let engine = self.engine.load_full();
@@ -422,18 +415,49 @@ fn campaign_of(patches: &[LeadPatch]) -> Option<String> {
     })
 }
 
-/// The CRM snapshot a decision queues, if any: only for the changes the settings name, and never
-/// for a lead disqualified from its first event (spam, competitors, students stay out of sales'
-/// CRM; a lead disqualified later is updated there).
+/// Why a decision sends nothing to the CRM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Withheld {
+    /// Disqualified before the CRM heard of the lead (the reason follows): spam, competitors,
+    /// students and bounced addresses stay out of sales' CRM on this and every later event.
+    Disqualified(String),
+    /// None of the lead's changes is one the settings queue (`[crm] queue_on`).
+    NotQueued,
+}
+
+impl std::fmt::Display for Withheld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Withheld::Disqualified(why) => write!(
+                f,
+                "disqualified ({why}) before the CRM heard of the lead, so it stays out of the CRM"
+            ),
+            Withheld::NotQueued => f.write_str("no change that [crm] queue_on sends"),
+        }
+    }
+}
+
+/// The CRM snapshot a decision queues, or why there is none: only for the changes the settings
+/// name, and never for a disqualified lead the CRM does not know (`crm_known`: an update of it
+/// was queued before, see [`LeadRecord::crm_known`]). A lead the CRM knows hears that it was
+/// disqualified, so sales stops working it.
 pub fn crm_update_for(
     d: &Decision,
     rules: &Rules,
     crm: &CrmConfig,
     version: i64,
-) -> Option<CrmUpdate> {
+    crm_known: bool,
+) -> Result<CrmUpdate, Withheld> {
     let update = d.crm_update(rules, crm.target, version);
-    let disqualified = d.stage_rank == rules.disqualified_rank();
-    (crm.queues(&update.changes) && !(disqualified && d.created)).then_some(update)
+    if d.stage_rank == rules.disqualified_rank() && !crm_known {
+        return Err(Withheld::Disqualified(
+            update.disqualified.clone().unwrap_or_default(),
+        ));
+    }
+    if !crm.queues(&update.changes) {
+        return Err(Withheld::NotQueued);
+    }
+    Ok(update)
 }
 
 /// Everything one lead's update needs, moved into the store's transaction.
@@ -506,7 +530,8 @@ impl LeadWork {
             return Ok(None);
         }
         let disqualified = d.stage_rank == rules.disqualified_rank();
-        let update = crm_update_for(&d, rules, &self.crm, version);
+        let crm_known = prev.is_some_and(|r| r.crm_known);
+        let update = crm_update_for(&d, rules, &self.crm, version, crm_known).ok();
         let prev_reached = prev.map(|r| r.max_rank).unwrap_or(0);
         let reached_rank = if disqualified {
             prev_reached

@@ -254,6 +254,7 @@ impl Decision {
                 .and_then(|d| d.primary())
                 .map(|r| r.to_string()),
             changes,
+            at: Some(self.state.scored_at),
         }
     }
 }

@@ -3,7 +3,6 @@
 //! (`postgres::testdb`) and say "skipped" where no server answers, unless
 //! `LEADGATE_REQUIRE_POSTGRES=1`. Several `PgStore`s on one database stand in for replicas.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use super::sqlite::SqliteStore;
 use super::*;
 use crate::config::RateLimit;
 use crate::lead::Email;
-use crate::outbox::{Change, CrmUpdate};
+use crate::outbox::CrmUpdate;
 
 /// A store under test, plus what keeps it alive.
 struct Subject {
@@ -98,18 +97,8 @@ pub(crate) fn event(key: &str) -> NewEvent {
 
 fn update(email: &str, version: i64) -> CrmUpdate {
     CrmUpdate {
-        email: Email::parse(email).unwrap(),
         version,
-        fields: BTreeMap::new(),
-        stage: "lead".into(),
-        stage_rank: 2,
-        stage_values: BTreeMap::new(),
-        fit_score: 0,
-        engagement_score: 0,
-        score: 0,
-        reason: String::new(),
-        disqualified: None,
-        changes: vec![Change::Created],
+        ..crate::deliver::crm::test_support::update(email, "lead", 2)
     }
 }
 

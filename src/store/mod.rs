@@ -133,6 +133,9 @@ pub struct LeadRecord {
     pub campaign: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The CRM may know this lead: an update of it was queued at some time (it is pending, was
+    /// delivered, or is a dead letter). A disqualified lead the CRM does not know stays out of it.
+    pub crm_known: bool,
 }
 
 /// The new state of one lead, computed from its previous record inside the store's transaction.

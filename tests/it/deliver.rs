@@ -59,6 +59,7 @@ fn update(email: &str, version: i64, stage: &str, rank: u32) -> CrmUpdate {
         reason: "fit 45 (VP title); asked for a demo".into(),
         disqualified: None,
         changes: vec![Change::Created],
+        at: None,
     }
 }
 
@@ -784,6 +785,15 @@ async fn pipedrive_finds_or_creates_the_person_and_keeps_one_labelled_lead() {
         0,
         "the existing person was found"
     );
+    // Issue 11, item 6: her open lead is looked up with documented parameters only (the fake
+    // refuses others, as Pipedrive's spec has none such: archived leads moved to their own path).
+    let lookups: Vec<String> = fake
+        .arrivals()
+        .into_iter()
+        .filter(|a| a.method == "GET" && a.path == "/v1/leads")
+        .map(|a| a.query)
+        .collect();
+    assert_eq!(lookups, vec![format!("person_id={ada_id}")]);
     assert_eq!(fake.persons_with("ada@example.com").len(), 1);
     assert_eq!(fake.persons_with("ada@example.com")[0].name, "Ada Lovelace");
     let ada_leads = fake.leads_of(ada_id);
@@ -857,6 +867,96 @@ async fn pipedrive_paces_by_its_rate_limit_headers_and_stops_at_a_429() {
 }
 
 // ---- generic webhook and dry run
+
+/// A webhook rig posting to `receiver` at `/hooks/leads`, retrying after at most 5 ms.
+fn webhook_rig(receiver: &FakeReceiver) -> Rig {
+    rig(
+        &format!(
+            "kind = \"webhook\"\nurl = \"{}/hooks/leads\"\nsecret_env = \"WH\"\n[crm.retry]\nbase_backoff_ms = 5\n",
+            receiver.base_url
+        ),
+        &[("WH", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+    )
+}
+
+#[tokio::test]
+async fn the_webhook_connector_does_not_follow_redirects() {
+    // Issue 11, item 7: a 3xx was followed (the Standard Webhooks spec: treat it as a failure).
+    let receiver = FakeReceiver::start().await;
+    receiver.redirect_next(1, 307, "/elsewhere");
+    let r = webhook_rig(&receiver);
+    r.store
+        .enqueue_update(update("a@orbit-analytics.io", 1, "mql", 3))
+        .await
+        .unwrap();
+    drain(&r, Duration::from_secs(10)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 1, "sent once, not again to the Location");
+    assert_eq!(got[0].path, "/hooks/leads");
+    let dead = r.store.dead_letters(None).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].message.contains("redirect"), "{}", dead[0].message);
+}
+
+#[tokio::test]
+async fn a_410_gone_stops_webhook_delivery_until_dead_letters_are_replayed() {
+    // Issue 11, item 7: a 410 dead-lettered one lead and delivery went on to that endpoint.
+    let receiver = FakeReceiver::start().await;
+    receiver.fail_next(1, Fault::Status(410));
+    let r = webhook_rig(&receiver);
+    let updates = (0..3)
+        .map(|i| update(&format!("l{i}@orbit-analytics.io"), 1, "mql", 3))
+        .collect();
+    enqueue_all(&r.store, updates).await;
+    assert!(matches!(
+        r.worker.step().await.unwrap(),
+        StepOutcome::Sent(_)
+    ));
+    // Stopped: nothing more goes out, however often the worker looks.
+    for _ in 0..3 {
+        match r.worker.step().await.unwrap() {
+            StepOutcome::Paused(p) => assert_eq!(p.reason.as_str(), "endpoint_gone"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(receiver.received().len(), 1);
+    let depth = r.store.outbox_depth().await.unwrap();
+    assert_eq!(
+        (depth.dead_letters, depth.pending),
+        (1, 2),
+        "nothing is dropped"
+    );
+
+    // The operator fixes the receiver and replays the dead letters: delivery resumes.
+    let requeued = r.store.requeue_dead_letters(None).await.unwrap();
+    assert_eq!(requeued.requeued, 1);
+    drain(&r, Duration::from_secs(10)).await;
+    assert_eq!(receiver.received().len(), 4);
+    let depth = r.store.outbox_depth().await.unwrap();
+    assert_eq!((depth.dead_letters, depth.pending), (0, 0));
+}
+
+#[tokio::test]
+async fn the_webhook_timestamp_is_the_events_time_and_the_same_in_every_retry() {
+    // Issue 11, item 7: the payload's timestamp was the send time, so it changed between
+    // retries of one webhook-id.
+    let receiver = FakeReceiver::start().await;
+    receiver.fail_next(1, Fault::Status(503));
+    let r = webhook_rig(&receiver);
+    let mut u = update("a@orbit-analytics.io", 4, "mql", 3);
+    let at: chrono::DateTime<chrono::Utc> = "2026-11-20T12:00:00Z".parse().unwrap();
+    u.at = Some(at);
+    r.store.enqueue_update(u).await.unwrap();
+    drain(&r, Duration::from_secs(10)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "one 503, one retry");
+    for g in &got {
+        let body: Value = serde_json::from_slice(&g.body).unwrap();
+        assert_eq!(body["timestamp"], "2026-11-20T12:00:00Z");
+        assert!(body["data"].get("at").is_none(), "the time is said once");
+    }
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+}
 
 #[tokio::test]
 async fn the_generic_webhook_is_signed_so_the_standard_webhooks_verifier_accepts_it() {

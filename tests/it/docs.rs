@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use leadgate::config::{Config, EnvVars};
+use leadgate::telemetry::METRIC_DOCS;
 
 use crate::ops::ADMIN_ROUTES;
 
@@ -67,12 +68,38 @@ fn the_readme_documents_every_metric_and_admin_route() {
             }
         }
     }
-    assert!(found.len() >= 15, "the metric macros were found: {found:?}");
+    assert!(found.len() >= 10, "the metric macros were found: {found:?}");
+    let documented: BTreeSet<&str> = METRIC_DOCS.iter().map(|m| m.name).collect();
     for name in &found {
         assert!(
-            text.contains(&format!("`{name}`")),
-            "README.md does not document {name}"
+            documented.contains(name.as_str()),
+            "{name} is recorded but not in telemetry::METRIC_DOCS (no HELP line)"
         );
+    }
+    // README's metric table is METRIC_DOCS: names, types, labels and, without the backticks,
+    // the words of each HELP line.
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .filter(|l| l.starts_with("| `leadgate_"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), METRIC_DOCS.len(), "README rows: {rows:?}");
+    for (row, m) in rows.iter().zip(METRIC_DOCS) {
+        let name = row[0].trim_matches('`');
+        assert_eq!(name, m.name, "README's table is in METRIC_DOCS order");
+        assert_eq!(row[1], m.kind.as_str(), "{name}: type");
+        let labels: Vec<&str> = row[2]
+            .split(", ")
+            .map(|l| l.trim_matches('`'))
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(labels, m.labels, "{name}: labels");
+        assert_eq!(row[3].replace('`', ""), m.help, "{name}: meaning vs HELP");
     }
     for (method, path) in ADMIN_ROUTES {
         let route = path
@@ -170,5 +197,45 @@ fn every_settings_example_in_the_readme_loads() {
             schemes.contains(*scheme),
             "no README example uses scheme {scheme}"
         );
+    }
+}
+
+/// The shipped rules files are read as documentation too: what they say the CRM gets on a
+/// backward move (a recycle) must be what the delivery worker does and README.md says: a lower
+/// stage is withheld, the rest of the record is still sent.
+#[test]
+fn the_shipped_rules_files_say_a_lower_stage_is_withheld_from_the_crm() {
+    const RULE: &str = "a lower stage is withheld";
+    assert!(readme().contains(RULE), "README.md no longer says {RULE:?}");
+    let asks_backwards =
+        regex::Regex::new(r"(?i)\basks?\b[^.;:]*\b(back|backwards|recycle)\b").unwrap();
+    let mut files = vec![root().join("rules.toml")];
+    for entry in std::fs::read_dir(root().join("rules")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "toml"))
+    {
+        let text = std::fs::read_to_string(file).unwrap();
+        // Comments only, joined so a sentence can span lines.
+        let comments: String = text
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix('#'))
+            .map(|l| format!("{} ", l.trim()))
+            .collect();
+        assert!(
+            !asks_backwards.is_match(&comments),
+            "{} says leadgate asks the CRM to move a stage back: {:?}",
+            file.display(),
+            asks_backwards.find(&comments).map(|m| m.as_str())
+        );
+        if text.contains("[[recycle]]") {
+            assert!(
+                comments.contains(RULE),
+                "{} has recycle rules but does not say {RULE:?}",
+                file.display()
+            );
+        }
     }
 }

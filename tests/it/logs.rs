@@ -375,3 +375,55 @@ async fn trace_logs_of_real_traffic_carry_no_secret_token_email_name_or_phone() 
         .collect();
     assert!(leaks.is_empty(), "the logs leak:\n{}", leaks.join("\n"));
 }
+
+#[tokio::test]
+async fn a_crm_refusing_the_token_is_one_clear_error_line_that_never_shows_the_token() {
+    // Issue 11, item 5: a revoked token showed only in metrics and the admin API.
+    let fake = FakeHubSpot::start().await;
+    let revoked = "revoked-crm-token-P3w8Jd";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("leadgate.log");
+    let app = AppBuilder::new()
+        .log_level("info")
+        .toml(&format!(
+            "[[sources]]\nname = \"typeform\"\nscheme = \"typeform\"\nsecret_env = \"TF\"\nmapping = \"{}\"\n",
+            repo("mappings/typeform.toml")
+        ))
+        .toml(&format!(
+            "[crm]\nkind = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"HS_TOKEN\"\npoll_interval_ms = 50\n",
+            fake.base_url
+        ))
+        .env("TF", TF_SECRET)
+        .env("HS_TOKEN", revoked)
+        .spawn_process_logged(dir.path(), &log);
+    let client = reqwest::Client::new();
+    let body = lead_payload("evt-revoked-1", EMAIL);
+    let sig = vec![("Typeform-Signature", typeform_signature(TF_SECRET, &body))];
+    let url = format!("{}/webhooks/typeform", app.base);
+    assert_eq!(
+        post(&client, url, "application/json", &sig, body).await,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !fake.arrivals().iter().any(|a| a.status == 401) {
+        assert!(Instant::now() < deadline, "HubSpot never refused the token");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop(app).await;
+    let text = read_log(&log);
+    let alarms: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\""))
+        .filter(|l| l.contains("refused leadgate's credentials"))
+        .collect();
+    assert_eq!(alarms.len(), 1, "one line, not one per attempt:\n{text}");
+    let line = alarms[0];
+    for said in [
+        "\"crm\":\"hubspot\"",
+        "\"status\":401",
+        "HS_TOKEN (crm.token_env)",
+    ] {
+        assert!(line.contains(said), "{said} missing: {line}");
+    }
+    assert!(!text.contains(revoked), "the token is in the log:\n{text}");
+}

@@ -343,3 +343,166 @@ fn map_reports_an_unmappable_payload_and_exits_1() {
         "mappings/forms.toml: lead.email: selector matched nothing"
     );
 }
+
+/// `leadgate check` on `settings` (with `mapping` as `mappings/forms.toml`) without the
+/// process's secrets, as in the shell of CI or of an admin's laptop.
+fn check_without_secrets(settings: &str, mapping: &str) -> (i32, String, String) {
+    let dir = admin_dir(mapping);
+    std::fs::write(dir.path().join("leadgate.toml"), settings).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leadgate"))
+        .current_dir(dir.path())
+        .arg("check")
+        .env_remove("TF_SECRET")
+        .env_remove("LEADGATE_CONFIG")
+        .output()
+        .expect("leadgate runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_validates_the_mapping_of_a_source_whose_secret_is_unset() {
+    // Issue 11, item 1: an optional source with its secret unset had its mapping skipped, so a
+    // broken mapping passed `check`.
+    for optional in ["optional = true\n", ""] {
+        let settings = format!("[[sources]]\nname = \"forms\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\nmapping = \"mappings/forms.toml\"\n{optional}");
+        let (code, stdout, stderr) =
+            check_without_secrets(&settings, "[[lead]]\nemail = \"$.e[\"\n");
+        assert_eq!(code, 1, "{optional:?}: stdout: {stdout}\nstderr: {stderr}");
+        assert!(
+            stderr.starts_with(
+                "error: mappings/forms.toml: lead.email: \"$.e[\" is not a valid JSONPath"
+            ),
+            "{stderr}"
+        );
+        // The unset variable is reported, as a warning naming the key and the variable.
+        assert!(
+            stdout.contains("warning: leadgate.toml: sources[0].secret_env: environment variable TF_SECRET is not set"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_passes_without_secrets_and_runs_every_mapping_test() {
+    let (code, stdout, stderr) = check_without_secrets(
+        "[[sources]]\nname = \"forms\"\nscheme = \"typeform\"\nsecret_env = \"TF_SECRET\"\nmapping = \"mappings/forms.toml\"\n\
+         [crm]\nkind = \"hubspot\"\ntoken_env = \"HS_TOKEN_NOT_SET\"\n",
+        WITH_A_TEST,
+    );
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("(1 sources, 1 with a mapping; 1 mapping tests passed)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: leadgate.toml: crm.token_env: environment variable HS_TOKEN_NOT_SET is not set"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_without_secrets_still_checks_the_scheme_options() {
+    let (code, _, stderr) = check_without_secrets(
+        "[[sources]]\nname = \"forms\"\nscheme = \"hmac\"\nsecret_env = \"TF_SECRET\"\nheader = \"X-Sig\"\nalgorithm = \"md5\"\nmapping = \"mappings/forms.toml\"\n",
+        WITH_A_TEST,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: leadgate.toml: sources[0].algorithm:"),
+        "{stderr}"
+    );
+}
+
+/// Every lead of every golden fixture, qualified as a new lead by the shipped rules: what the
+/// quick start's `leadgate map` would say about it.
+fn fixture_decisions() -> Vec<(String, leadgate::qualify::Decision)> {
+    let (config, set) = shipped();
+    let rules = leadgate::qualify::Rules::load(None).expect("shipped rules load");
+    let at: DateTime<Utc> = RECEIVED_AT.parse().unwrap();
+    let mut out = Vec::new();
+    for (source, fixture) in GOLDEN {
+        let path = root().join("tests/fixtures").join(fixture);
+        let body = std::fs::read(&path).unwrap();
+        let content_type = guess_content_type(&path, &body).unwrap();
+        let limits = &config.source(source).unwrap().decode;
+        let value = decode::decode(Some(&content_type), &body, limits)
+            .unwrap()
+            .value;
+        let mapped = set.map(source, &value, at).unwrap();
+        for (_, (patches, engagements)) in leadgate::pipeline::by_lead(mapped) {
+            let d = leadgate::qualify::qualify(&rules, None, &patches, &engagements, at).unwrap();
+            out.push((fixture.to_string(), d));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_fixture_lead_is_disqualified_for_a_reserved_domain() {
+    // Issue 11, item 9: most fixtures used `.example` addresses, which the shipped rules
+    // disqualify, so `map` on them showed nothing would reach the CRM.
+    let decisions = fixture_decisions();
+    assert!(decisions.len() >= GOLDEN.len(), "{}", decisions.len());
+    for (fixture, d) in &decisions {
+        let reasons = d
+            .state
+            .disqualification
+            .iter()
+            .flat_map(|dq| dq.reasons.iter())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        assert!(
+            !reasons.iter().any(|r| r.starts_with("reserved domain")),
+            "{fixture}: {reasons:?}"
+        );
+    }
+    // And most of them would reach the CRM (the others bounced, complained or unsubscribed).
+    let config = config();
+    let rules = leadgate::qualify::Rules::load(None).unwrap();
+    let sent = decisions
+        .iter()
+        .filter(|(_, d)| {
+            leadgate::pipeline::crm_update_for(d, &rules, &config.crm, 1, false).is_ok()
+        })
+        .count();
+    assert!(sent * 2 > decisions.len(), "{sent} of {}", decisions.len());
+}
+
+#[test]
+fn map_says_why_nothing_is_sent_for_a_disqualified_lead() {
+    // The quick start's payload, from a reserved domain: nothing is sent, and map says why.
+    let dir = tempfile::tempdir().unwrap();
+    let text = String::from_utf8(
+        std::fs::read(root().join("tests/fixtures/typeform/form_response.json")).unwrap(),
+    )
+    .unwrap()
+    .replace("ada.lovelace@analytical-engines.io", "ada@shop.example.com");
+    let payload = dir.path().join("reserved.json");
+    std::fs::write(&payload, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leadgate"))
+        .current_dir(root())
+        .args(["map", "--source", "typeform", "--payload"])
+        .arg(&payload)
+        .env_remove("LEADGATE_CONFIG")
+        .env_remove("TYPEFORM_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["crm"]["requests"], serde_json::json!([]));
+    let withheld = &printed["crm"]["withheld"];
+    assert_eq!(withheld[0]["email"], "ada@shop.example.com");
+    let reason = withheld[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("disqualified (reserved domain, not a real address (shop.example.com))"),
+        "{reason}"
+    );
+}

@@ -113,6 +113,133 @@ pub(crate) fn value(all: &[Sample], name: &str, want: &[(&str, &str)]) -> Option
     (!matching.is_empty()).then(|| matching.iter().sum())
 }
 
+/// What `promtool check metrics` reports for a text exposition: parse errors (a family's HELP
+/// or TYPE after its samples or twice, a family split in two, a bad TYPE) and its lint (a family
+/// without help text, a counter not named `*_total`, a histogram without `+Inf` bucket, sum and
+/// count). Empty when clean.
+pub(crate) fn promtool_check(text: &str) -> Vec<String> {
+    #[derive(Default)]
+    struct Family {
+        help: Option<String>,
+        kind: Option<String>,
+        samples: Vec<String>,
+    }
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut finished: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut enter = |name: &str, current: &mut Option<String>, problems: &mut Vec<String>| {
+        if current.as_deref() != Some(name) {
+            if let Some(prev) = current.take() {
+                finished.push(prev);
+            }
+            if finished.iter().any(|f| f == name) {
+                problems.push(format!("{name}: lines of the family are not together"));
+            }
+            *current = Some(name.to_string());
+        }
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            enter(name, &mut current, &mut problems);
+            let f = families.entry(name.to_string()).or_default();
+            if f.help.is_some() || !f.samples.is_empty() {
+                problems.push(format!("{name}: HELP twice or after its samples"));
+            }
+            f.help = Some(help.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            enter(name, &mut current, &mut problems);
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                problems.push(format!("{name}: unknown TYPE {kind:?}"));
+            }
+            let f = families.entry(name.to_string()).or_default();
+            if f.kind.is_some() || !f.samples.is_empty() {
+                problems.push(format!("{name}: TYPE twice or after its samples"));
+            }
+            f.kind = Some(kind.to_string());
+        } else if line.starts_with('#') {
+            continue;
+        } else {
+            let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+            let name = series.split('{').next().unwrap_or(series);
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .find(|base| {
+                    families
+                        .get(*base)
+                        .and_then(|f| f.kind.as_deref())
+                        .is_some_and(|k| k == "histogram" || k == "summary")
+                })
+                .unwrap_or(name)
+                .to_string();
+            enter(&family, &mut current, &mut problems);
+            families
+                .entry(family)
+                .or_default()
+                .samples
+                .push(series.to_string());
+        }
+    }
+    for (name, f) in &families {
+        if f.samples.is_empty() {
+            continue;
+        }
+        match f.help.as_deref() {
+            None | Some("") => problems.push(format!("{name}: no help text")),
+            Some(_) => {}
+        }
+        match f.kind.as_deref() {
+            None => problems.push(format!("{name}: no TYPE")),
+            Some("counter") if !name.ends_with("_total") => problems.push(format!(
+                "{name}: counter metrics should have \"_total\" suffix"
+            )),
+            Some("histogram") => {
+                for part in ["_bucket", "_sum", "_count"] {
+                    if !f
+                        .samples
+                        .iter()
+                        .any(|s| s.starts_with(&format!("{name}{part}")))
+                    {
+                        problems.push(format!("{name}: histogram without {part}"));
+                    }
+                }
+                if !f.samples.iter().any(|s| s.contains("le=\"+Inf\"")) {
+                    problems.push(format!("{name}: histogram without a +Inf bucket"));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_exposition_checker_finds_what_promtool_finds() {
+    let clean = "# HELP a_total things\n# TYPE a_total counter\na_total{x=\"1\"} 2\n";
+    assert!(promtool_check(clean).is_empty());
+    assert_eq!(
+        promtool_check("# TYPE a_total counter\na_total 1\n"),
+        vec!["a_total: no help text"]
+    );
+    assert_eq!(
+        promtool_check("# HELP a x\n# TYPE a counter\na 1\n"),
+        vec!["a: counter metrics should have \"_total\" suffix"]
+    );
+    let split = "# HELP a x\n# TYPE a gauge\na 1\n# HELP b y\n# TYPE b gauge\nb 1\na 2\n";
+    assert_eq!(
+        promtool_check(split),
+        vec!["a: lines of the family are not together"]
+    );
+    let hist = "# HELP h x\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n";
+    assert_eq!(
+        promtool_check(hist),
+        vec!["h: histogram without a +Inf bucket"]
+    );
+}
+
 async fn scrape(app: &TestApp) -> (String, Vec<Sample>) {
     let res = app
         .client
@@ -262,6 +389,8 @@ async fn metrics_expose_every_named_series_after_traffic() {
         );
     }
 
+    assert_eq!(promtool_check(&text), Vec::<String>::new(), "{text}");
+
     // Depths: inbox, outbox (pending, in flight) and dead letters are gauges.
     for gauge in [
         "leadgate_inbox_pending",
@@ -275,6 +404,125 @@ async fn metrics_expose_every_named_series_after_traffic() {
             "{gauge}:\n{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_check_from_the_first_scrape_with_the_rare_series_at_zero() {
+    // Issue 11, item 3: no family had a HELP line, and series that move on rare events were
+    // missing until their first event, so increase() and alerts missed it. A child process has
+    // a recorder of its own: nothing another test did shows up.
+    let fake = FakeHubSpot::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = AppBuilder::new()
+        .toml(&typeform_source(
+            "ops-promtool",
+            &repo("mappings/typeform.toml"),
+        ))
+        .toml(&hubspot_crm(&fake))
+        .env("TF", "tf-secret")
+        .env("HS", &fake.token())
+        .spawn_process(dir.path());
+    let scrape = || app.metrics_text();
+    let text = scrape().await;
+    assert_eq!(promtool_check(&text), Vec::<String>::new(), "{text}");
+    let first = samples(&text);
+    for (name, labels) in [
+        ("leadgate_reloads_total", &[("outcome", "ok")][..]),
+        ("leadgate_reloads_total", &[("outcome", "refused")][..]),
+        (
+            "leadgate_crm_pauses_total",
+            &[("reason", "rate_limited")][..],
+        ),
+        (
+            "leadgate_crm_pauses_total",
+            &[("reason", "daily_limit")][..],
+        ),
+        ("leadgate_crm_pauses_total", &[("reason", "auth")][..]),
+        (
+            "leadgate_crm_pauses_total",
+            &[("reason", "endpoint_gone")][..],
+        ),
+        (
+            "leadgate_crm_stage_kept_by_crm_total",
+            &[("crm", "hubspot")][..],
+        ),
+    ] {
+        assert_eq!(
+            value(&first, name, labels),
+            Some(0.0),
+            "{name}{labels:?}:\n{text}"
+        );
+    }
+    // After traffic (histograms, labelled counters) it is still clean.
+    let good = typeform_signed("tf-secret", &fixture("typeform/form_response.json"));
+    let res = app
+        .client
+        .post(format!("{}/webhooks/ops-promtool", app.base))
+        .header("content-type", "application/json")
+        .header(
+            "Typeform-Signature",
+            good.header("Typeform-Signature").unwrap(),
+        )
+        .body(good.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    eventually(Duration::from_secs(15), "the HubSpot upsert", || async {
+        (fake.upserts_for(LEAD) == 1).then_some(())
+    })
+    .await;
+    let text = eventually(Duration::from_secs(10), "delivery metrics", || async {
+        let text = scrape().await;
+        text.contains("leadgate_crm_batch_seconds_count")
+            .then_some(text)
+    })
+    .await;
+    assert_eq!(promtool_check(&text), Vec::<String>::new(), "{text}");
+}
+
+#[tokio::test]
+async fn the_queue_gauges_are_right_whenever_scraped_even_while_a_crm_request_hangs() {
+    // Issue 11, item 4: the outbox gauge was set between batches only, so it read 0 while a
+    // hanging CRM request held the worker and updates queued up behind it.
+    let fake = FakeHubSpot::start().await;
+    fake.set_delay(Duration::from_secs(30));
+    let source = "ops-queue";
+    let app = AppBuilder::new()
+        .toml(&format!(
+            "[[sources]]\nname = \"{source}\"\nscheme = \"token\"\nsecret_env = \"TOK\"\nmapping = \"{}\"\n",
+            repo("mappings/generic.toml")
+        ))
+        .toml(&format!(
+            "[crm]\nkind = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"HS\"\npoll_interval_ms = 50\nbatch_size = 1\ntimeout_secs = 60\n",
+            fake.base_url
+        ))
+        .env("TOK", "queue-token")
+        .env("HS", &fake.token())
+        .spawn()
+        .await;
+    for i in 0..3 {
+        let body = json!({"contact": {"email": format!("q{i}@orbit-analytics.io")}});
+        let mut out = Outbound::new("", "application/json", body.to_string().into_bytes());
+        out.url = "?token=queue-token".into();
+        assert_eq!(app.post(source, &out).await.status, 202);
+    }
+    // One update is in flight (its request hangs), two wait behind it, the inbox is empty.
+    eventually(
+        Duration::from_secs(15),
+        "the gauges to show the queue",
+        || async {
+            let (_, s) = scrape(&app).await;
+            let g = |name: &str| value(&s, name, &[]);
+            let shown = (
+                g("leadgate_inbox_pending"),
+                g("leadgate_outbox_in_flight"),
+                g("leadgate_outbox_pending"),
+            );
+            (fake.started() >= 1 && shown == (Some(0.0), Some(1.0), Some(2.0))).then_some(())
+        },
+    )
+    .await;
 }
 
 // ---- admin API ----

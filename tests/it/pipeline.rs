@@ -571,3 +571,126 @@ async fn history_after(
         .collect();
     (serde_json::to_string(&state.fields).unwrap(), history)
 }
+
+/// A mapping for tests of one lead's successive events: `type` picks the engagement.
+const EVENTS_MAPPING: &str = r#"
+[[lead]]
+email = "$.email"
+[lead.fields]
+company = "$.company"
+job_title = "$.title"
+company_size_min = "$.employees"
+
+[[engagement]]
+kind = "form_submit"
+when = { select = "$.type", equals = "form" }
+email = "$.email"
+
+[[engagement]]
+kind = "meeting_booked"
+when = { select = "$.type", equals = "meeting" }
+email = "$.email"
+
+[[engagement]]
+kind = "spam_complaint"
+when = { select = "$.type", equals = "complaint" }
+email = "$.email"
+"#;
+
+/// An app whose `events` source maps [`EVENTS_MAPPING`], delivering to `fake`.
+async fn events_app(fake: &FakeHubSpot, dir: &std::path::Path) -> TestApp {
+    let mapping = dir.join("events.toml");
+    std::fs::write(&mapping, EVENTS_MAPPING).unwrap();
+    AppBuilder::new()
+        .toml(&format!(
+            "[[sources]]\nname = \"events\"\nscheme = \"token\"\nsecret_env = \"EV\"\nmapping = \"{}\"\n",
+            mapping.display()
+        ))
+        .toml(&format!(
+            "[crm]\nkind = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"HS\"\npoll_interval_ms = 50\n",
+            fake.base_url
+        ))
+        .env("EV", "ev-token")
+        .env("HS", &fake.token())
+        .env("LEADGATE_ADMIN_TOKEN", ADMIN)
+        .spawn()
+        .await
+}
+
+/// Posts one event of `kind` for `email` and waits until the lead shows `events` events.
+async fn post_event(app: &TestApp, n: usize, email: &str, kind: &str) -> Value {
+    let body = json!({"id": n, "type": kind, "email": email, "company": "Orbit Analytics",
+                      "title": "VP Engineering", "employees": 120});
+    let mut out = Outbound::new("", "application/json", body.to_string().into_bytes());
+    out.url = "?token=ev-token".into();
+    assert_eq!(app.post("events", &out).await.status, 202);
+    eventually(Duration::from_secs(15), "the event processed", || async {
+        lead(app, email)
+            .await
+            .filter(|l| l["events"].as_array().is_some_and(|e| e.len() == n))
+    })
+    .await
+}
+
+/// Whether the store holds anything for the CRM about `email` (pending, delivered or dead).
+fn queued_for_crm(app: &TestApp, email: &str) -> bool {
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE email = ?1)
+             OR EXISTS (SELECT 1 FROM crm_delivered WHERE email = ?1)
+             OR EXISTS (SELECT 1 FROM dead_letters WHERE email = ?1)",
+        [email],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_lead_disqualified_before_the_crm_knew_it_stays_out_on_every_later_event() {
+    // Issue 11, item 2: the second event of a lead disqualified on its first reached HubSpot.
+    let fake = FakeHubSpot::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = events_app(&fake, dir.path()).await;
+    // rules.toml: acme-rival.com is a competitor.
+    let spy = "pat@acme-rival.com";
+    let l = post_event(&app, 1, spy, "form").await;
+    assert_eq!(l["stage"], "disqualified");
+    let l = post_event(&app, 2, spy, "meeting").await;
+    assert_eq!(l["stage"], "disqualified");
+    assert!(
+        !queued_for_crm(&app, spy),
+        "nothing about the competitor is queued for the CRM"
+    );
+    // A normal lead afterwards is delivered, so the worker was running all along.
+    post_event(&app, 1, "ada@orbit-analytics.io", "form").await;
+    eventually(
+        Duration::from_secs(15),
+        "the other lead delivered",
+        || async { (!fake.batches().is_empty()).then_some(()) },
+    )
+    .await;
+    let sent: Vec<Value> = fake.batches().into_iter().flatten().collect();
+    assert!(sent.iter().all(|i| i["id"] != spy), "{sent:?}");
+}
+
+#[tokio::test]
+async fn a_lead_the_crm_knows_hears_that_it_was_disqualified() {
+    let fake = FakeHubSpot::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = events_app(&fake, dir.path()).await;
+    let ada = "ada@orbit-analytics.io";
+    post_event(&app, 1, ada, "form").await;
+    eventually(Duration::from_secs(15), "the first delivery", || async {
+        (fake.batches().len() == 1).then_some(())
+    })
+    .await;
+    let l = post_event(&app, 2, ada, "complaint").await;
+    assert_eq!(l["stage"], "disqualified");
+    let batches = eventually(Duration::from_secs(15), "the second delivery", || async {
+        let b = fake.batches();
+        (b.len() == 2).then_some(b)
+    })
+    .await;
+    let p = &batches[1][0]["properties"];
+    assert_eq!(p["hs_lead_status"], "UNQUALIFIED", "{p}");
+}

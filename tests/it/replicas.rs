@@ -367,7 +367,7 @@ async fn three_replicas_spend_one_quota_and_survive_a_sigkill_of_the_deliverer()
             c.fake
                 .arrivals()
                 .iter()
-                .find(|a| a.at > killed_at && a.bearer.as_deref() != Some(dead.as_str()))
+                .find(|a| a.at > killed_at && a.bearer() != Some(dead.as_str()))
                 .map(|a| a.at.duration_since(killed_at))
         },
     )
@@ -492,7 +492,7 @@ async fn a_deliverer_stopped_past_its_lease_sends_nothing_after_it_continues() {
         .fake
         .arrivals()
         .into_iter()
-        .filter(|a| a.at > continued_at && a.bearer.as_deref() == Some(stopped.as_str()))
+        .filter(|a| a.at > continued_at && a.bearer() == Some(stopped.as_str()))
         .count();
     if lease(c.pool.clone()).await == taken {
         // The new term held throughout: anything from the old deliverer would have been sent

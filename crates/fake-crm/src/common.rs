@@ -17,18 +17,46 @@ pub struct Arrival {
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The raw query string (empty when none).
+    pub query: String,
+    /// Header names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
     pub status: u16,
-    /// The bearer token it carried (tells apart senders configured with different tokens).
-    pub bearer: Option<String>,
 }
 
-/// The bearer token of a request, if any.
-pub fn bearer(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string)
+impl Arrival {
+    /// The bearer token it carried (tells apart senders configured with different tokens).
+    pub fn bearer(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .and_then(|(_, v)| v.strip_prefix("Bearer "))
+    }
+
+    pub fn new(req: &HttpRequest, body: &[u8], at: Instant, status: u16) -> Self {
+        Self {
+            at,
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            query: req.query_string().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: body.to_vec(),
+            status,
+        }
+    }
+
+    /// A header's value; names are case-insensitive.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A one-off misbehaviour for the next request(s).

@@ -26,7 +26,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use crate::common::{bearer, correlation_id, lock, start, start_at, Arrival, Fault, Reply, Window};
+use crate::common::{correlation_id, lock, start, start_at, Arrival, Fault, Reply, Window};
 
 /// The default lifecycle stages, in order.
 pub const LIFECYCLE: &[&str] = &[
@@ -345,13 +345,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
     let mut s = lock(&state);
     let reply = s.answer(&req, &body, in_window);
     let reply = s.with_limit_headers(reply, now);
-    s.arrivals.push(Arrival {
-        at: now,
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        status: reply.status,
-        bearer: bearer(&req),
-    });
+    s.arrivals
+        .push(Arrival::new(&req, &body, now, reply.status));
     if reply.status == 429 {
         s.rate_limited += 1;
     }

@@ -5,6 +5,7 @@
 //! - `GET /api/v2/persons/search?term=&fields=email&exact_match=true`, `POST /api/v2/persons`,
 //!   `PATCH /api/v2/persons/{id}`, `GET/POST /v1/leadLabels`, `GET /v1/leads?person_id=`,
 //!   `POST /v1/leads` (title and person_id/organization_id required), `PATCH /v1/leads/{id}`.
+//! - Query parameters an operation does not document are refused (400), see [`documented`].
 //! - A rolling 2 s window per token (default 20) and a separate search window (10 per 2 s) ->
 //!   429; a daily token budget with per-endpoint costs -> 429 until reset; headers
 //!   `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset`, `x-daily-requests-left`.
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::common::{bearer, lock, query, start, Arrival, Fault, Reply, Running, Window};
+use crate::common::{lock, query, start, Arrival, Fault, Reply, Running, Window};
 
 #[derive(Debug, Clone)]
 pub struct PipedriveOptions {
@@ -226,6 +227,35 @@ fn ok(status: u16, data: Value) -> Reply {
     )
 }
 
+/// The query parameters an operation documents in Pipedrive's current OpenAPI specs (v1 and
+/// v2). Anything else is refused with a 400: the real API ignores some unknown parameters, but a
+/// fake that refuses them makes a connector that sends one (say the removed `archived_status`
+/// of `GET /v1/leads`) fail its tests.
+fn documented(method: &str, parts: &[&str]) -> &'static [&'static str] {
+    match (method, parts) {
+        ("GET", ["api", "v2", "persons", "search"]) => &[
+            "term",
+            "fields",
+            "exact_match",
+            "organization_id",
+            "include_fields",
+            "limit",
+            "cursor",
+        ],
+        ("GET", ["v1", "leads"]) => &[
+            "limit",
+            "start",
+            "owner_id",
+            "person_id",
+            "organization_id",
+            "filter_id",
+            "updated_since",
+            "sort",
+        ],
+        _ => &[],
+    }
+}
+
 /// Token cost per operation (v2 endpoints cost less), from the specs' `x-token-cost`.
 fn cost(method: &str, path: &str) -> u64 {
     match (method, path) {
@@ -267,13 +297,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
     if reply.status == 429 {
         s.rate_limited += 1;
     }
-    s.arrivals.push(Arrival {
-        at: now,
-        method: req.method().to_string(),
-        path,
-        status: reply.status,
-        bearer: bearer(&req),
-    });
+    s.arrivals
+        .push(Arrival::new(&req, &body, now, reply.status));
     reply.into_response()
 }
 
@@ -316,8 +341,18 @@ impl State {
                 Fault::Empty => return ok(200, Value::Null),
             }
         }
-        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let Some(unknown) = q
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .find(|k| *k != "api_token" && !documented(&method, &parts).contains(k))
+        {
+            return fail(
+                400,
+                &format!("Unknown query parameter {unknown:?} for {method} {path}"),
+            );
+        }
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         match (method.as_str(), parts.as_slice()) {
             ("GET", ["api", "v2", "persons", "search"]) => self.search(&q),
             ("POST", ["api", "v2", "persons"]) => self.create_person(&v),

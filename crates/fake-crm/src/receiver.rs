@@ -1,36 +1,23 @@
 //! A webhook receiver: records every request (headers and raw body) and answers 200, or the
-//! statuses queued with [`FakeReceiver::fail_next`].
+//! statuses queued with [`FakeReceiver::fail_next`], or the redirects queued with
+//! [`FakeReceiver::redirect_next`] (to another path of the same receiver, which answers 200).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::common::{lock, start, Fault, Reply, Running};
+use crate::common::{lock, start, Arrival, Fault, Reply, Running};
 
-/// One received request.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: Instant,
-    pub path: String,
-    /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// One received request (with what it was answered).
+pub type Received = Arrival;
 
 #[derive(Debug, Default)]
 struct State {
     received: Vec<Received>,
     faults: Vec<Fault>,
+    /// (status, Location) answers to give before any fault.
+    redirects: Vec<(u16, String)>,
 }
 
 pub struct FakeReceiver {
@@ -57,6 +44,14 @@ impl FakeReceiver {
         }
     }
 
+    /// Answers the next `n` requests with `status` (3xx) and `Location: location`.
+    pub fn redirect_next(&self, n: usize, status: u16, location: &str) {
+        let mut s = lock(&self.state);
+        for _ in 0..n {
+            s.redirects.push((status, location.to_string()));
+        }
+    }
+
     pub fn received(&self) -> Vec<Received> {
         lock(&self.state).received.clone()
     }
@@ -68,19 +63,18 @@ impl FakeReceiver {
 
 async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) -> HttpResponse {
     let mut s = lock(&state);
-    s.received.push(Received {
-        at: Instant::now(),
-        path: req.path().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: body.to_vec(),
-    });
+    let now = Instant::now();
+    if !s.redirects.is_empty() {
+        let (status, location) = s.redirects.remove(0);
+        s.received.push(Arrival::new(&req, &body, now, status));
+        return Reply::empty(status)
+            .header("location", location)
+            .into_response();
+    }
     let status = match (!s.faults.is_empty()).then(|| s.faults.remove(0)) {
         Some(Fault::Status(st)) => st,
         _ => 200,
     };
+    s.received.push(Arrival::new(&req, &body, now, status));
     Reply::empty(status).into_response()
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use crate::common::{bearer, lock, start, Arrival, Fault, Reply, Running};
+use crate::common::{lock, start, Arrival, Fault, Reply, Running};
 
 /// A new org's Lead Status picklist.
 pub const STATUSES: &[&str] = &[
@@ -210,13 +210,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) ->
     }
     let mut s = lock(&state);
     let reply = s.answer(&req, &body);
-    s.arrivals.push(Arrival {
-        at: now,
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        status: reply.status,
-        bearer: bearer(&req),
-    });
+    s.arrivals
+        .push(Arrival::new(&req, &body, now, reply.status));
     reply.into_response()
 }
 

@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::{
     header_num, mapped_fields, scalar_string, stage_values, Answer, Connector, Delivered, Http,
-    Item, PreparedRequest, REDACTED,
+    Item, PreparedRequest, Request,
 };
 use crate::config::{CrmAuth, CrmConfig, CrmKind, RateLimit};
 use crate::deliver::limiter::PauseReason;
@@ -24,8 +25,6 @@ use crate::lead::FieldName;
 const UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
 /// HubSpot locks a contact for 2 s under high-volume writes (423).
 const LOCK_WAIT: Duration = Duration::from_secs(2);
-/// How long to hold off after HubSpot refuses the credentials.
-const AUTH_PAUSE: Duration = Duration::from_secs(60);
 /// The rolling window HubSpot documents, when its header is missing.
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -70,6 +69,8 @@ pub struct HubSpot {
     reason_property: Option<String>,
     batch_size: usize,
     daily_reserve_percent: u8,
+    /// The credentials' variables, for the refused-credentials alarm.
+    credentials: String,
 }
 
 impl HubSpot {
@@ -90,6 +91,12 @@ impl HubSpot {
             },
             _ => Token::None,
         };
+        if !matches!(token, Token::None) {
+            // A series that only moves on a rare event exists from the start, so increase()
+            // sees its first event (previews, which send nothing, leave it alone).
+            metrics::counter!("leadgate_crm_stage_kept_by_crm_total", "crm" => "hubspot")
+                .increment(0);
+        }
         Self {
             http,
             base: config.base_url.clone(),
@@ -99,6 +106,7 @@ impl HubSpot {
             reason_property: config.reason_property.clone(),
             batch_size: config.batch_size,
             daily_reserve_percent: config.daily_reserve_percent,
+            credentials: config.credentials.clone(),
         }
     }
 
@@ -117,6 +125,13 @@ impl HubSpot {
             })
             .collect();
         json!({ "inputs": inputs })
+    }
+
+    /// The batch upsert request (`token`: None in previews).
+    fn upsert(&self, batch: &[Item], token: Option<&Secret>) -> Request {
+        Request::new(Method::POST, format!("{}{UPSERT}", self.base))
+            .credential("authorization", "Bearer ", token)
+            .json(self.body(batch))
     }
 
     fn properties_of(&self, item: &Item) -> Map<String, Value> {
@@ -171,7 +186,7 @@ impl HubSpot {
                 ];
                 let a = self
                     .http
-                    .send(self.http.client.post(token_url).form(&form))
+                    .execute(self.http.client.post(token_url).form(&form))
                     .await?;
                 let token = a.body.get("access_token").and_then(Value::as_str);
                 match (a.status, token) {
@@ -192,7 +207,14 @@ impl HubSpot {
                         "hubspot: token refresh answered {s}"
                     ))),
                     (s, _) => {
-                        self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+                        self.http.limiter.credentials_refused(
+                            "hubspot",
+                            s,
+                            &format!(
+                                "the OAuth token refresh was refused; check the app's client id, secret and refresh token in {}, then restart",
+                                self.credentials
+                            ),
+                        );
                         Err(Failure::Paused(format!(
                             "hubspot: token refresh refused ({s}): {}",
                             message(&a.body)
@@ -247,13 +269,7 @@ impl HubSpot {
                 Ok(t) => t,
                 Err(f) => return all(f),
             };
-            let req = self
-                .http
-                .client
-                .post(format!("{}{UPSERT}", self.base))
-                .bearer_auth(token.expose())
-                .json(&self.body(batch));
-            let a = match self.http.send(req).await {
+            let a = match self.http.send(&self.upsert(batch, Some(&token))).await {
                 Ok(a) => a,
                 Err(f) => return all(f),
             };
@@ -282,7 +298,14 @@ impl HubSpot {
                 }
                 401 | 403 => {
                     self.forget_token().await;
-                    self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+                    self.http.limiter.credentials_refused(
+                        "hubspot",
+                        a.status,
+                        &format!(
+                            "set {} to a valid private-app token or Service Key with the crm.objects.contacts.read and crm.objects.contacts.write scopes (a revoked or rotated token is refused), then restart; delivery is retried every minute meanwhile",
+                            self.credentials
+                        ),
+                    );
                     all(Failure::Paused(format!(
                         "hubspot {}: {}",
                         a.status,
@@ -522,15 +545,7 @@ impl Connector for HubSpot {
     fn prepare(&self, batch: &[Item]) -> Vec<PreparedRequest> {
         batch
             .chunks(self.batch_size.max(1))
-            .map(|chunk| PreparedRequest {
-                method: "POST".into(),
-                url: format!("{}{UPSERT}", self.base),
-                headers: vec![
-                    ("authorization".into(), format!("Bearer {REDACTED}")),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                body: self.body(chunk),
-            })
+            .map(|chunk| self.upsert(chunk, None).preview())
             .collect()
     }
 

@@ -21,6 +21,7 @@ use serde_json::Value;
 use super::limiter::Limiter;
 use super::retry::{classify_transport, Failure};
 use crate::config::{CrmConfig, CrmKind, RateLimit};
+use crate::ingest::verify::Secret;
 use crate::lead::FieldName;
 use crate::outbox::CrmUpdate;
 
@@ -52,8 +53,8 @@ pub struct Delivered {
     pub crm_ref: Option<Value>,
 }
 
-/// A request a connector would send, for previews (`dry-run`, `leadgate map`). Credentials are
-/// replaced by `<redacted>`.
+/// A request a connector would send, for previews (`dry-run`, `leadgate map`): a
+/// [`Request::preview`], so exactly what is sent, with credentials replaced by `<redacted>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PreparedRequest {
     pub method: String,
@@ -64,6 +65,133 @@ pub struct PreparedRequest {
 
 /// The redaction placeholder for credentials in previews.
 pub const REDACTED: &str = "<redacted>";
+
+/// One HTTP request of a connector, described once: [`Http::send`] sends it and
+/// [`Request::preview`] prints it, so a preview cannot drift from what is sent (the headers set,
+/// the body, the query). The HTTP client adds only `host`, `content-length`, `accept` and
+/// `user-agent`.
+#[derive(Clone)]
+pub struct Request {
+    pub method: reqwest::Method,
+    /// Full URL, query included.
+    pub url: String,
+    headers: Vec<(&'static str, HeaderValue)>,
+    body: Option<Value>,
+}
+
+#[derive(Clone)]
+enum HeaderValue {
+    Text(String),
+    /// `prefix` + the secret; `None` only in previews (connectors built without credentials).
+    Credential {
+        prefix: &'static str,
+        secret: Option<Secret>,
+    },
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The preview is the redacted form.
+        self.preview().fmt(f)
+    }
+}
+
+impl Request {
+    pub fn new(method: reqwest::Method, url: impl Into<String>) -> Self {
+        Self {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// `url` with `pairs` as its query string, form-encoded.
+    pub fn with_query(method: reqwest::Method, url: &str, pairs: &[(&str, &str)]) -> Self {
+        let url = match reqwest::Url::parse(url) {
+            Ok(mut u) if !pairs.is_empty() => {
+                u.query_pairs_mut().extend_pairs(pairs);
+                u.to_string()
+            }
+            _ => url.to_string(),
+        };
+        Self::new(method, url)
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, HeaderValue::Text(value.into())));
+        self
+    }
+
+    /// A header carrying a credential: `prefix` + the secret when sent, `prefix<redacted>` in a
+    /// preview.
+    pub fn credential(
+        mut self,
+        name: &'static str,
+        prefix: &'static str,
+        secret: Option<&Secret>,
+    ) -> Self {
+        let secret = secret.cloned();
+        self.headers
+            .push((name, HeaderValue::Credential { prefix, secret }));
+        self
+    }
+
+    /// A JSON body, with the `content-type` header that says so.
+    pub fn json(self, body: Value) -> Self {
+        let mut r = self.header("content-type", "application/json");
+        r.body = Some(body);
+        r
+    }
+
+    /// What is sent, credentials redacted.
+    pub fn preview(&self) -> PreparedRequest {
+        PreparedRequest {
+            method: self.method.to_string(),
+            url: self.url.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, v)| {
+                    let shown = match v {
+                        HeaderValue::Text(t) => t.clone(),
+                        HeaderValue::Credential { prefix, .. } => format!("{prefix}{REDACTED}"),
+                    };
+                    (name.to_string(), shown)
+                })
+                .collect(),
+            body: self.body.clone().unwrap_or(Value::Null),
+        }
+    }
+
+    fn builder(
+        &self,
+        client: &reqwest::Client,
+        crm: &str,
+    ) -> Result<reqwest::RequestBuilder, Failure> {
+        let mut b = client.request(self.method.clone(), &self.url);
+        for (name, v) in &self.headers {
+            b = match v {
+                HeaderValue::Text(t) => b.header(*name, t),
+                HeaderValue::Credential {
+                    prefix,
+                    secret: Some(s),
+                } => b.header(*name, format!("{prefix}{}", s.expose())),
+                HeaderValue::Credential { secret: None, .. } => {
+                    return Err(Failure::Permanent(format!(
+                        "{crm}: no credentials configured"
+                    )))
+                }
+            };
+        }
+        if let Some(body) = &self.body {
+            let bytes = serde_json::to_vec(body)
+                .map_err(|e| Failure::Permanent(format!("{crm}: cannot encode the body: {e}")))?;
+            b = b.body(bytes);
+        }
+        Ok(b)
+    }
+}
 
 /// A CRM connector.
 #[async_trait]
@@ -114,6 +242,10 @@ impl Http {
         timeout: Duration,
     ) -> Result<Self, BuildError> {
         let client = reqwest::Client::builder()
+            // An API or receiver that redirects a write is misconfigured (wrong base URL or
+            // scheme); following it would resend the lead, credentials included, elsewhere. The
+            // Standard Webhooks spec asks senders to treat 3xx as failures.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
@@ -126,8 +258,14 @@ impl Http {
         })
     }
 
-    /// Takes a rate-limit token (or fails with the pause), sends, and reads the body.
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<Answer, Failure> {
+    /// Sends a connector's [`Request`] (see [`execute`](Self::execute)).
+    pub async fn send(&self, req: &Request) -> Result<Answer, Failure> {
+        self.execute(req.builder(&self.client, self.crm)?).await
+    }
+
+    /// Takes a rate-limit token (or fails with the pause), sends, and reads the body. For the
+    /// requests no preview shows (OAuth token exchanges); everything else is a [`Request`].
+    pub async fn execute(&self, req: reqwest::RequestBuilder) -> Result<Answer, Failure> {
         if let Err(p) = self.limiter.acquire().await {
             return Err(Failure::Paused(format!(
                 "{}: delivery paused ({})",
@@ -297,6 +435,7 @@ pub(crate) mod test_support {
             reason: "fit 40; asked for a demo".into(),
             disqualified: None,
             changes: vec![Change::Created],
+            at: None,
         }
     }
 }

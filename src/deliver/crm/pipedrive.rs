@@ -4,8 +4,9 @@
 //!    `GET /api/v2/persons/search?term=<email>&fields=email&exact_match=true` (its own, lower
 //!    limit), then `PATCH /api/v2/persons/{id}` or `POST /api/v2/persons`;
 //! 2. label: `GET /v1/leadLabels` once, creating a missing stage label with `POST /v1/leadLabels`;
-//! 3. lead: the remembered id, else the person's open lead (`GET /v1/leads?person_id=`), then
-//!    `PATCH /v1/leads/{id}` or `POST /v1/leads`.
+//! 3. lead: the remembered id, else the person's open lead (`GET /v1/leads?person_id=`, which
+//!    lists open leads only; no undocumented parameters), then `PATCH /v1/leads/{id}` or
+//!    `POST /v1/leads`.
 //!
 //! Auth is the `x-api-token` header. Every answer's `x-ratelimit-*` and `x-daily-requests-left`
 //! headers feed the limiter; a 429 stops the batch at once (persisting after 429s gets an API
@@ -15,11 +16,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::{
     header_num, scalar_string, stage_values, Answer, Connector, Delivered, Http, Item,
-    PreparedRequest, REDACTED,
+    PreparedRequest, Request,
 };
 use crate::config::{CrmAuth, CrmConfig, CrmKind, RateLimit};
 use crate::deliver::limiter::{PauseReason, SubLimiter};
@@ -27,7 +29,6 @@ use crate::deliver::retry::{retry_after, until_next_utc_midnight, Failure};
 use crate::ingest::verify::Secret;
 use crate::lead::FieldName;
 
-const AUTH_PAUSE: Duration = Duration::from_secs(60);
 /// Pipedrive's burst window.
 const WINDOW: Duration = Duration::from_secs(2);
 
@@ -46,6 +47,8 @@ pub struct Pipedrive {
     daily_reserve_percent: u8,
     /// Lower-cased label name -> label id, fetched once.
     labels: tokio::sync::Mutex<Option<HashMap<String, String>>>,
+    /// The credentials' variables, for the refused-credentials alarm.
+    credentials: String,
 }
 
 /// A request outcome inside one record's steps.
@@ -65,6 +68,7 @@ impl Pipedrive {
             batch_size: config.batch_size,
             daily_reserve_percent: config.daily_reserve_percent,
             labels: tokio::sync::Mutex::new(None),
+            credentials: config.credentials.clone(),
         }
     }
 
@@ -148,17 +152,62 @@ impl Pipedrive {
         format!("{}{path}", self.base)
     }
 
-    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(t) => req.header("x-api-token", t.expose()),
-            None => req,
+    // ---- the requests, each built in one place for sending and for previews ----
+
+    /// A request to `path` with the API token header.
+    fn request(&self, method: Method, path: &str, query: &[(&str, &str)]) -> Request {
+        Request::with_query(method, &self.url(path), query).credential(
+            "x-api-token",
+            "",
+            self.token.as_ref(),
+        )
+    }
+
+    /// `GET /api/v2/persons/search`: an exact match on the email.
+    fn search_request(&self, email: &str) -> Request {
+        let query = [
+            ("term", email),
+            ("fields", "email"),
+            ("exact_match", "true"),
+        ];
+        self.request(Method::GET, "/api/v2/persons/search", &query)
+    }
+
+    fn create_person_request(&self, item: &Item) -> Request {
+        self.request(Method::POST, "/api/v2/persons", &[])
+            .json(self.person_body(item, true))
+    }
+
+    fn update_person_request(&self, id: i64, item: &Item) -> Request {
+        self.request(Method::PATCH, &format!("/api/v2/persons/{id}"), &[])
+            .json(self.person_body(item, false))
+    }
+
+    /// `GET /v1/leads?person_id=`: the person's leads. Only documented parameters (Pipedrive's
+    /// current spec): this endpoint returns open leads only; archived ones are under
+    /// `/v1/leads/archived`.
+    fn leads_of_request(&self, person_id: i64) -> Request {
+        let id = person_id.to_string();
+        self.request(Method::GET, "/v1/leads", &[("person_id", &id)])
+    }
+
+    /// The lead body: its title, the person (`person`: an id, or a placeholder in previews) and
+    /// the stage's label when the stage is sent.
+    fn lead_body(item: &Item, person: Option<Value>, label: Option<Value>) -> Value {
+        let mut body = json!({ "title": Self::title(item) });
+        if let Some(p) = person {
+            body["person_id"] = p;
         }
+        if let Some(l) = label {
+            body["label_ids"] = json!([l]);
+        }
+        body
     }
 
     /// Sends one request, reads the limit headers, and turns 429s and auth failures into
     /// pauses. Returns the answer for any other status.
-    async fn call(&self, req: reqwest::RequestBuilder) -> Step<Answer> {
-        let a = self.http.send(self.authed(req)).await?;
+    async fn call(&self, req: Request) -> Step<Answer> {
+        let a = self.http.send(&req).await?;
         let left = header_num(&a.headers, "x-daily-requests-left");
         if a.status == 429 {
             let daily = left == Some(0);
@@ -189,7 +238,14 @@ impl Pipedrive {
             )));
         }
         if a.status == 401 || a.status == 403 {
-            self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+            self.http.limiter.credentials_refused(
+                "pipedrive",
+                a.status,
+                &format!(
+                    "set {} to a valid API token (Personal preferences > API; tokens are per user and company), then restart; delivery is retried every minute meanwhile",
+                    self.credentials
+                ),
+            );
             return Err(Failure::Paused(format!(
                 "pipedrive {}: {}",
                 a.status,
@@ -228,16 +284,7 @@ impl Pipedrive {
 
     async fn find_person(&self, email: &str) -> Step<Option<i64>> {
         self.search.acquire().await;
-        let req = self
-            .http
-            .client
-            .get(self.url("/api/v2/persons/search"))
-            .query(&[
-                ("term", email),
-                ("fields", "email"),
-                ("exact_match", "true"),
-            ]);
-        let a = self.call(req).await?;
+        let a = self.call(self.search_request(email)).await?;
         if a.status != 200 {
             return Err(Self::fail(&a, "person search"));
         }
@@ -279,23 +326,13 @@ impl Pipedrive {
             None => self.find_person(email).await?,
         };
         if let Some(id) = id {
-            let req = self
-                .http
-                .client
-                .patch(self.url(&format!("/api/v2/persons/{id}")))
-                .json(&self.person_body(item, false));
-            let a = self.call(req).await?;
+            let a = self.call(self.update_person_request(id, item)).await?;
             match a.status {
                 200 => return Ok((id, true)),
                 // Deleted or merged in Pipedrive since we stored its id: look it up again.
                 404 if known.is_some() => {
                     if let Some(found) = self.find_person(email).await? {
-                        let req = self
-                            .http
-                            .client
-                            .patch(self.url(&format!("/api/v2/persons/{found}")))
-                            .json(&self.person_body(item, false));
-                        let a = self.call(req).await?;
+                        let a = self.call(self.update_person_request(found, item)).await?;
                         if a.status == 200 {
                             return Ok((found, true));
                         }
@@ -305,12 +342,7 @@ impl Pipedrive {
                 _ => return Err(Self::fail(&a, "person update")),
             }
         }
-        let req = self
-            .http
-            .client
-            .post(self.url("/api/v2/persons"))
-            .json(&self.person_body(item, true));
-        let a = self.call(req).await?;
+        let a = self.call(self.create_person_request(item)).await?;
         match (a.status, a.body.pointer("/data/id").and_then(Value::as_i64)) {
             (200 | 201, Some(id)) => Ok((id, false)),
             _ => Err(Self::fail(&a, "person create")),
@@ -321,7 +353,7 @@ impl Pipedrive {
         let mut guard = self.labels.lock().await;
         if guard.is_none() {
             let a = self
-                .call(self.http.client.get(self.url("/v1/leadLabels")))
+                .call(self.request(Method::GET, "/v1/leadLabels", &[]))
                 .await?;
             if a.status != 200 {
                 return Err(Self::fail(&a, "lead labels"));
@@ -348,10 +380,8 @@ impl Pipedrive {
             return Ok(id.clone());
         }
         let req = self
-            .http
-            .client
-            .post(self.url("/v1/leadLabels"))
-            .json(&json!({ "name": name, "color": "gray" }));
+            .request(Method::POST, "/v1/leadLabels", &[])
+            .json(json!({ "name": name, "color": "gray" }));
         let a = self.call(req).await?;
         match (a.status, a.body.pointer("/data/id").and_then(Value::as_str)) {
             (200 | 201, Some(id)) => {
@@ -366,11 +396,7 @@ impl Pipedrive {
     }
 
     async fn existing_lead(&self, person_id: i64) -> Step<Option<String>> {
-        let req = self.http.client.get(self.url("/v1/leads")).query(&[
-            ("person_id", person_id.to_string()),
-            ("archived_status", "not_archived".to_string()),
-        ]);
-        let a = self.call(req).await?;
+        let a = self.call(self.leads_of_request(person_id)).await?;
         if a.status != 200 {
             return Err(Self::fail(&a, "lead lookup"));
         }
@@ -402,16 +428,11 @@ impl Pipedrive {
             None => None,
         };
         let mut lead_id = None;
+        let label = label.map(Value::String);
         if let Some(id) = lead {
-            let mut body = json!({ "title": Self::title(item) });
-            if let Some(l) = &label {
-                body["label_ids"] = json!([l]);
-            }
             let req = self
-                .http
-                .client
-                .patch(self.url(&format!("/v1/leads/{id}")))
-                .json(&body);
+                .request(Method::PATCH, &format!("/v1/leads/{id}"), &[])
+                .json(Self::lead_body(item, None, label.clone()));
             let a = self.call(req).await?;
             match a.status {
                 200 => lead_id = Some(id),
@@ -422,11 +443,9 @@ impl Pipedrive {
         let lead_id = match lead_id {
             Some(id) => id,
             None => {
-                let mut body = json!({ "title": Self::title(item), "person_id": person_id });
-                if let Some(l) = &label {
-                    body["label_ids"] = json!([l]);
-                }
-                let req = self.http.client.post(self.url("/v1/leads")).json(&body);
+                let req = self
+                    .request(Method::POST, "/v1/leads", &[])
+                    .json(Self::lead_body(item, Some(json!(person_id)), label));
                 let a = self.call(req).await?;
                 match (a.status, a.body.pointer("/data/id").and_then(Value::as_str)) {
                     (200 | 201, Some(id)) => id.to_string(),
@@ -463,42 +482,24 @@ impl Connector for Pipedrive {
         CrmKind::Pipedrive.default_rate_limit()
     }
 
-    /// The requests for leads Pipedrive does not know yet: search, create person, create lead.
+    /// The requests for leads Pipedrive does not know yet: search, create person, create lead
+    /// (the ids Pipedrive assigns shown as placeholders). The label list, fetched once per
+    /// process, and a missing label's creation come first on a fresh start.
     fn prepare(&self, batch: &[Item]) -> Vec<PreparedRequest> {
-        let h = || vec![("x-api-token".to_string(), REDACTED.to_string())];
         let mut out = Vec::new();
         for item in batch {
-            let email = item.update.email.as_str();
-            let mut search = self.url("/api/v2/persons/search");
-            if let Ok(mut u) = reqwest::Url::parse(&search) {
-                u.query_pairs_mut()
-                    .append_pair("term", email)
-                    .append_pair("fields", "email")
-                    .append_pair("exact_match", "true");
-                search = u.to_string();
-            }
-            out.push(PreparedRequest {
-                method: "GET".into(),
-                url: search,
-                headers: h(),
-                body: Value::Null,
-            });
-            out.push(PreparedRequest {
-                method: "POST".into(),
-                url: self.url("/api/v2/persons"),
-                headers: h(),
-                body: self.person_body(item, true),
-            });
-            let mut lead = json!({ "title": Self::title(item), "person_id": "<person id>" });
-            if item.send_stage {
-                lead["label_ids"] = json!([format!("<label {:?}>", Self::label_name(item))]);
-            }
-            out.push(PreparedRequest {
-                method: "POST".into(),
-                url: self.url("/v1/leads"),
-                headers: h(),
-                body: lead,
-            });
+            let label = item
+                .send_stage
+                .then(|| json!(format!("<label {:?}>", Self::label_name(item))));
+            let lead = self
+                .request(Method::POST, "/v1/leads", &[])
+                .json(Self::lead_body(item, Some(json!("<person id>")), label));
+            let requests = [
+                self.search_request(item.update.email.as_str()),
+                self.create_person_request(item),
+                lead,
+            ];
+            out.extend(requests.iter().map(Request::preview));
         }
         out
     }

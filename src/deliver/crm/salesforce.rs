@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::{
     header, mapped_fields, stage_values, Answer, Connector, Delivered, Http, Item, PreparedRequest,
-    REDACTED,
+    Request,
 };
 use crate::config::{CrmAuth, CrmConfig, CrmKind, RateLimit, SalesforceSettings};
 use crate::deliver::limiter::PauseReason;
@@ -22,7 +23,6 @@ use crate::deliver::retry::Failure;
 use crate::ingest::verify::Secret;
 use crate::lead::FieldName;
 
-const AUTH_PAUSE: Duration = Duration::from_secs(60);
 /// `ConcurrentRequests` limit: long-running requests elsewhere in the org; short wait.
 const CONCURRENCY_PAUSE: Duration = Duration::from_secs(10);
 
@@ -59,6 +59,8 @@ pub struct Salesforce {
     daily_reserve_percent: u8,
     daily_pause: Duration,
     session: tokio::sync::Mutex<Option<Session>>,
+    /// The credentials' variables, for the refused-credentials alarm.
+    credentials: String,
 }
 
 impl Salesforce {
@@ -93,6 +95,7 @@ impl Salesforce {
             daily_reserve_percent: config.daily_reserve_percent,
             daily_pause: config.daily_pause,
             session: tokio::sync::Mutex::new(None),
+            credentials: config.credentials.clone(),
         }
     }
 
@@ -172,7 +175,7 @@ impl Salesforce {
         ];
         let a = self
             .http
-            .send(self.http.client.post(&self.token_url).form(&form))
+            .execute(self.http.client.post(&self.token_url).form(&form))
             .await?;
         let token = a.body.get("access_token").and_then(Value::as_str);
         let instance = a.body.get("instance_url").and_then(Value::as_str);
@@ -197,7 +200,9 @@ impl Salesforce {
                     .or_else(|| a.body.get("error"))
                     .and_then(Value::as_str)
                     .unwrap_or("no reason given");
-                self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+                self.http
+                    .limiter
+                    .credentials_refused("salesforce", s, &self.fix_credentials());
                 Err(Failure::Paused(format!(
                     "salesforce: token request refused ({s}): {why}"
                 )))
@@ -205,14 +210,16 @@ impl Salesforce {
         }
     }
 
+    /// The sObject Collections upsert against `instance` (`token`: None in previews).
+    fn upsert_request(&self, instance: &str, batch: &[Item], token: Option<&Secret>) -> Request {
+        Request::new(Method::PATCH, format!("{instance}{}", self.path()))
+            .credential("authorization", "Bearer ", token)
+            .json(self.body(batch))
+    }
+
     async fn upsert(&self, session: &Session, batch: &[Item]) -> Result<Answer, Failure> {
-        let req = self
-            .http
-            .client
-            .patch(format!("{}{}", session.instance_url, self.path()))
-            .bearer_auth(session.access_token.expose())
-            .json(&self.body(batch));
-        let a = self.http.send(req).await?;
+        let req = self.upsert_request(&session.instance_url, batch, Some(&session.access_token));
+        let a = self.http.send(&req).await?;
         self.observe_usage(&a.headers);
         Ok(a)
     }
@@ -235,6 +242,14 @@ impl Salesforce {
                 .limiter
                 .pause_for(self.daily_pause, PauseReason::DailyLimit);
         }
+    }
+
+    /// What the operator fixes when Salesforce refuses the credentials.
+    fn fix_credentials(&self) -> String {
+        format!(
+            "check the connected app's consumer key and secret in {} (client credentials flow enabled, a run-as user allowed to edit Leads), then restart; delivery is retried every minute meanwhile",
+            self.credentials
+        )
     }
 
     fn whole_request_failure(&self, a: &Answer) -> Failure {
@@ -262,7 +277,11 @@ impl Salesforce {
                 Failure::Paused(format!("salesforce {}: {errors}", a.status))
             }
             (401 | 403, _) => {
-                self.http.limiter.pause_for(AUTH_PAUSE, PauseReason::Auth);
+                self.http.limiter.credentials_refused(
+                    "salesforce",
+                    a.status,
+                    &self.fix_credentials(),
+                );
                 Failure::Paused(format!("salesforce {}: {errors}", a.status))
             }
             (s, _) if s >= 500 || s == 408 => {
@@ -374,15 +393,7 @@ impl Connector for Salesforce {
     fn prepare(&self, batch: &[Item]) -> Vec<PreparedRequest> {
         batch
             .chunks(self.batch_size.max(1))
-            .map(|chunk| PreparedRequest {
-                method: "PATCH".into(),
-                url: format!("{}{}", self.base, self.path()),
-                headers: vec![
-                    ("authorization".into(), format!("Bearer {REDACTED}")),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                body: self.body(chunk),
-            })
+            .map(|chunk| self.upsert_request(&self.base, chunk, None).preview())
             .collect()
     }
 

@@ -4,12 +4,14 @@
 //! construction. `webhook-id` is stable per lead version, so a receiver can drop redeliveries.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
+use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use super::{BuildError, Connector, Delivered, Http, Item, PreparedRequest, REDACTED};
+use super::{BuildError, Connector, Delivered, Http, Item, PreparedRequest, Request};
 use crate::config::{CrmAuth, CrmConfig, CrmKind, RateLimit};
 use crate::deliver::limiter::PauseReason;
 use crate::deliver::retry::{classify_status, retry_after, Failure, StatusClass};
@@ -23,6 +25,8 @@ pub struct Webhook {
     url: String,
     signer: Option<Arc<dyn Verifier>>,
     batch_size: usize,
+    /// The signing secret's variable, for the refused-credentials alarm.
+    credentials: String,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -51,6 +55,7 @@ impl Webhook {
             url: config.base_url.clone(),
             signer,
             batch_size: config.batch_size,
+            credentials: config.credentials.clone(),
         })
     }
 
@@ -65,9 +70,14 @@ impl Webhook {
                 }
             }
         }
+        // The event's time, not the send time: the same in every retry of one webhook-id.
+        if let Some(o) = data.as_object_mut() {
+            o.remove("at");
+        }
+        let at = item.update.at.unwrap_or_else(chrono::Utc::now);
         json!({
             "type": EVENT_TYPE,
-            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "data": data,
         })
     }
@@ -78,30 +88,62 @@ impl Webhook {
         format!("msg_{}_{}", hex::encode(&h[..8]), item.update.version)
     }
 
-    fn outbound(&self, item: &Item) -> Result<Outbound, Failure> {
-        let body = serde_json::to_vec(&Self::payload(item))
+    /// The POST for one lead, signed at `now` (the Standard Webhooks headers over the exact
+    /// body), or for a preview (`now`: None) with placeholders for the time and signature.
+    fn request(&self, item: &Item, now: Option<SystemTime>) -> Result<Request, Failure> {
+        let payload = Self::payload(item);
+        let id = Self::message_id(item);
+        let req = Request::new(Method::POST, self.url.clone())
+            .json(payload.clone())
+            .header("webhook-id", id.clone());
+        let Some(now) = now else {
+            return Ok(req
+                .header("webhook-timestamp", "<unix seconds>")
+                .credential("webhook-signature", "v1,", None));
+        };
+        let Some(signer) = &self.signer else {
+            return Err(Failure::Permanent(
+                "webhook: no signing secret configured".into(),
+            ));
+        };
+        let body = serde_json::to_vec(&payload)
             .map_err(|e| Failure::Permanent(format!("webhook: cannot encode the lead: {e}")))?;
         let mut out = Outbound::new(self.url.clone(), "application/json", body);
-        out.set_header("webhook-id", Self::message_id(item));
-        if let Some(s) = &self.signer {
-            s.sign(&mut out)
-                .map_err(|e| Failure::Permanent(format!("webhook: cannot sign: {e}")))?;
-        }
-        Ok(out)
+        out.now = now;
+        out.set_header("webhook-id", id);
+        signer
+            .sign(&mut out)
+            .map_err(|e| Failure::Permanent(format!("webhook: cannot sign: {e}")))?;
+        let signed = |name: &str| out.header(name).unwrap_or_default().to_string();
+        Ok(req
+            .header("webhook-timestamp", signed("webhook-timestamp"))
+            .header("webhook-signature", signed("webhook-signature")))
     }
 
     async fn one(&self, item: &Item) -> Result<Delivered, Failure> {
-        let out = self.outbound(item)?;
-        let mut req = self
-            .http
-            .client
-            .post(&out.url)
-            .header(reqwest::header::CONTENT_TYPE, &out.content_type)
-            .body(out.body);
-        for (k, v) in &out.headers {
-            req = req.header(k, v);
+        let req = self.request(item, Some(SystemTime::now()))?;
+        let a = self.http.send(&req).await?;
+        if (300..400).contains(&a.status) {
+            return Err(Failure::Permanent(format!(
+                "webhook {}: a redirect; leadgate does not follow redirects (Standard Webhooks): set crm.url to the final URL, then replay",
+                a.status
+            )));
         }
-        let a = self.http.send(req).await?;
+        if a.status == 410 {
+            // Standard Webhooks: the receiver says this endpoint is gone for good. Stop sending
+            // there until an operator resumes; this lead waits in dead letters.
+            self.http
+                .limiter
+                .pause_until_resumed(PauseReason::EndpointGone);
+            tracing::error!(
+                crm = "webhook",
+                status = 410,
+                "the webhook receiver answered 410 Gone: delivery is stopped; fix crm.url or the receiver, then run `leadgate replay --dead-letters` (or POST /admin/dead-letters/{{id}}/replay) to resume"
+            );
+            return Err(Failure::Permanent(
+                "webhook 410 Gone: the receiver no longer accepts deliveries at this URL; delivery is stopped until dead letters are replayed".into(),
+            ));
+        }
         match classify_status(a.status) {
             StatusClass::Success => Ok(Delivered::default()),
             StatusClass::RateLimited => {
@@ -112,7 +154,22 @@ impl Webhook {
             StatusClass::Transient => Err(Failure::Transient(format!("webhook {}", a.status))),
             // A receiver refusing our signature is a configuration problem: dead letters keep
             // the leads until it is fixed and they are replayed.
-            StatusClass::Auth | StatusClass::Permanent => Err(Failure::Permanent(format!(
+            StatusClass::Auth => {
+                self.http.limiter.alarm_credentials(
+                    "webhook",
+                    a.status,
+                    &format!(
+                        "the receiver refused the request; it must verify the Standard Webhooks signature with the secret in {}. The refused leads are dead letters: replay them once fixed",
+                        self.credentials
+                    ),
+                );
+                Err(Failure::Permanent(format!(
+                    "webhook {}: {}",
+                    a.status,
+                    super::describe_text(&a.text)
+                )))
+            }
+            StatusClass::Permanent => Err(Failure::Permanent(format!(
                 "webhook {}: {}",
                 a.status,
                 super::describe_text(&a.text)
@@ -138,17 +195,8 @@ impl Connector for Webhook {
     fn prepare(&self, batch: &[Item]) -> Vec<PreparedRequest> {
         batch
             .iter()
-            .map(|item| PreparedRequest {
-                method: "POST".into(),
-                url: self.url.clone(),
-                headers: vec![
-                    ("content-type".into(), "application/json".into()),
-                    ("webhook-id".into(), Self::message_id(item)),
-                    ("webhook-timestamp".into(), "<unix seconds>".into()),
-                    ("webhook-signature".into(), format!("v1,{REDACTED}")),
-                ],
-                body: Self::payload(item),
-            })
+            .filter_map(|item| self.request(item, None).ok())
+            .map(|r| r.preview())
             .collect()
     }
 

@@ -11,7 +11,12 @@ use crate::store::{
     StoreError, StoredEvent,
 };
 
-const LEAD_COLUMNS: &str = "email, state, version, stage, stage_rank, max_rank, score, source, campaign, created_at, updated_at";
+/// The lead's columns, then whether an update of it was ever queued (`crm_known`; see
+/// `sqlite/leads.rs`).
+const LEAD_COLUMNS: &str = "email, state, version, stage, stage_rank, max_rank, score, source, campaign, created_at, updated_at,
+    EXISTS (SELECT 1 FROM outbox o WHERE o.email = leads.email)
+    OR EXISTS (SELECT 1 FROM crm_delivered d WHERE d.email = leads.email)
+    OR EXISTS (SELECT 1 FROM dead_letters x WHERE x.email = leads.email)";
 
 fn lead_from_row(r: &PgRow) -> Result<LeadRecord, StoreError> {
     Ok(LeadRecord {
@@ -26,6 +31,7 @@ fn lead_from_row(r: &PgRow) -> Result<LeadRecord, StoreError> {
         campaign: r.try_get(8)?,
         created_at_ms: r.try_get(9)?,
         updated_at_ms: r.try_get(10)?,
+        crm_known: r.try_get(11)?,
     })
 }
 

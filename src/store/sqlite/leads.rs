@@ -9,7 +9,12 @@ use crate::store::{
     StoreError, StoredEvent,
 };
 
-const LEAD_COLUMNS: &str = "email, state, version, stage, stage_rank, max_rank, score, source, campaign, created_at, updated_at";
+/// The lead's columns, then whether an update of it was ever queued (`crm_known`): a row in the
+/// outbox, in crm_delivered or in dead_letters (each indexed by email).
+const LEAD_COLUMNS: &str = "email, state, version, stage, stage_rank, max_rank, score, source, campaign, created_at, updated_at,
+    EXISTS (SELECT 1 FROM outbox o WHERE o.email = leads.email)
+    OR EXISTS (SELECT 1 FROM crm_delivered d WHERE d.email = leads.email)
+    OR EXISTS (SELECT 1 FROM dead_letters x WHERE x.email = leads.email)";
 
 fn lead_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeadRecord> {
     Ok(LeadRecord {
@@ -24,6 +29,7 @@ fn lead_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeadRecord> {
         campaign: r.get(8)?,
         created_at_ms: r.get(9)?,
         updated_at_ms: r.get(10)?,
+        crm_known: r.get(11)?,
     })
 }
 
@@ -300,4 +306,78 @@ pub fn funnel(conn: &Connection) -> Result<Vec<FunnelCount>, StoreError> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::crm::test_support::update;
+    use crate::outbox::CrmUpdate;
+    use crate::store::sqlite::outbox;
+    use crate::store::{Outcome, RecordResult};
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::migrate::run(&mut c).unwrap();
+        c
+    }
+
+    /// Writes a new version of `email`, queueing `update` with it when given.
+    fn write(c: &Connection, email: &str, update: Option<CrmUpdate>) -> LeadRecord {
+        let e = Email::parse(email).unwrap();
+        let apply: LeadFn = Box::new(move |_, _, _| {
+            Ok(Some(crate::store::LeadChange {
+                state: "{}".into(),
+                stage: "lead".into(),
+                stage_rank: 1,
+                reached_rank: 1,
+                score: 0,
+                source: None,
+                campaign: None,
+                update,
+                input_clock_ms: None,
+            }))
+        });
+        apply_lead(c, &e, None, apply, 0).unwrap();
+        let sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE email = ?1");
+        c.query_row(&sql, params![email], lead_from_row).unwrap()
+    }
+
+    fn outcome(c: &Connection, email: &str, outcome: Outcome) {
+        let fence = outbox::acquire_lease(c, "hubspot", "test", 0).unwrap();
+        outbox::claim_due(c, &fence, 10, 0).unwrap();
+        let r = RecordResult {
+            email: Email::parse(email).unwrap(),
+            version: 1,
+            outcome,
+        };
+        outbox::record(c, &fence, &[r], 0).unwrap();
+    }
+
+    #[test]
+    fn a_lead_is_known_to_the_crm_once_an_update_of_it_was_queued_whatever_became_of_it() {
+        let c = db();
+        assert!(!write(&c, "a@orbit-analytics.io", None).crm_known);
+        let queued = update("a@orbit-analytics.io", "lead", 1);
+        assert!(write(&c, "a@orbit-analytics.io", Some(queued)).crm_known);
+        let delivered = Outcome::Delivered {
+            stage_rank: Some(1),
+            crm_ref: None,
+        };
+        outcome(&c, "a@orbit-analytics.io", delivered);
+        assert!(write(&c, "a@orbit-analytics.io", None).crm_known);
+
+        assert!(!write(&c, "b@orbit-analytics.io", None).crm_known);
+        write(
+            &c,
+            "b@orbit-analytics.io",
+            Some(update("b@orbit-analytics.io", "lead", 1)),
+        );
+        let dead = Outcome::Dead {
+            crm: "hubspot".into(),
+            error: "refused".into(),
+        };
+        outcome(&c, "b@orbit-analytics.io", dead);
+        assert!(write(&c, "b@orbit-analytics.io", None).crm_known);
+    }
 }

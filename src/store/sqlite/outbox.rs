@@ -454,6 +454,7 @@ mod tests {
             reason: String::new(),
             disqualified: None,
             changes: vec![Change::Created],
+            at: None,
         }
     }
 
