@@ -31,9 +31,10 @@ export BENCH_TYPEFORM_SECRET=bench-secret
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start NAME STORE_URL -> prints the port; the server's directory is $work/NAME
+# start NAME STORE_URL: sets $port; the server's directory is $work/NAME. Not called in a
+# subshell, so its pid lands in $pids for stop_all and the exit trap.
 start() {
-  local dir="$work/$1" port
+  local dir="$work/$1"
   port=$(free_port)
   mkdir -p "$dir"
   cat > "$dir/leadgate.toml" <<TOML
@@ -51,7 +52,6 @@ TOML
   "$bin/leadgate" --config "$dir/leadgate.toml" serve > "$dir/server.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  echo "$port"
 }
 
 load() { # PORT CONNECTIONS RUN_ID
@@ -64,16 +64,18 @@ stop_all() {
   pids=()
 }
 
-p=$(start sqlite "sqlite://data/leadgate.db")
-sqlite=$(load "$p" "$CONNECTIONS" "s$$")
+start sqlite "sqlite://data/leadgate.db"
+sqlite=$(load "$port" "$CONNECTIONS" "s$$")
 stop_all
 
-p=$(start pg1 "$pg_url")
-pg1=$(load "$p" "$CONNECTIONS" "p$$")
+start pg1 "$pg_url"
+pg1=$(load "$port" "$CONNECTIONS" "p$$")
 stop_all
 
-a=$(start pg2a "$pg_url")
-b=$(start pg2b "$pg_url")
+start pg2a "$pg_url"
+a=$port
+start pg2b "$pg_url"
+b=$port
 half=$((CONNECTIONS / 2))
 load "$a" "$half" "qa$$" > "$work/qa.json" &
 la=$!
