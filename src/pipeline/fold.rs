@@ -81,12 +81,18 @@ enum Kind {
     Feedback(String),
 }
 
+/// Leads with more inputs than this are merged instead of rebuilt: a rebuild re-applies every
+/// input, and such a lead (a newsletter reader with thousands of opens) gains little from it
+/// since its stage history is long settled.
+pub const REBUILD_MAX_INPUTS: usize = 1000;
+
 fn at_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 /// Rebuilds a lead from its input log plus `current` (the late input, arriving at `now`).
-/// `Ok(None)`: the log has inputs from before it kept them; the caller merges as usual.
+/// `Ok(None)`: the log has inputs from before it kept them, or more than
+/// [`REBUILD_MAX_INPUTS`]; the caller merges as usual.
 pub fn rebuild(
     rules: &Rules,
     prev: Option<&LeadState>,
@@ -94,6 +100,9 @@ pub fn rebuild(
     current: &LeadInput,
     now: DateTime<Utc>,
 ) -> Result<Option<Rebuilt>, String> {
+    if log.len() > REBUILD_MAX_INPUTS {
+        return Ok(None);
+    }
     let late_key = (current.occurred_at_ms, current.event.0);
     // Its own earlier clock (a replay), else the clock of the first input it comes before.
     let own = log.iter().find(|l| l.event == current.event);
@@ -182,4 +191,34 @@ pub fn rebuild(
         decision: d,
         input_clock_ms,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventId;
+
+    fn input(event: i64, items: Option<&str>) -> LeadInput {
+        LeadInput {
+            event: EventId(event),
+            occurred_at_ms: event * 1000,
+            folded_at_ms: event * 1000,
+            items: items.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn leads_with_unlogged_or_too_many_inputs_are_merged_not_rebuilt() {
+        let rules = Rules::load(None).unwrap();
+        let now = at_ms(10_000_000);
+        let late = input(0, Some("{}"));
+        let unlogged = vec![input(1, None)];
+        assert!(rebuild(&rules, None, unlogged, &late, now)
+            .unwrap()
+            .is_none());
+        let many: Vec<LeadInput> = (1..=REBUILD_MAX_INPUTS as i64 + 1)
+            .map(|i| input(i, Some("{}")))
+            .collect();
+        assert!(rebuild(&rules, None, many, &late, now).unwrap().is_none());
+    }
 }
